@@ -1,0 +1,1 @@
+"""Corpus shards and vocabularies: what training and evaluation read."""
