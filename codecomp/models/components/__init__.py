@@ -1,0 +1,1 @@
+"""Plain `nn.Module`s, free of Lightning and of configuration."""
