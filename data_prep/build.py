@@ -72,7 +72,7 @@ def build_corpus(recipe: Recipe, config: BuildConfig) -> dict:
     try:
         archives = [fetch(package, config.cache_dir) for package in tqdm(recipe.packages, desc="fetch", unit="pkg")]
         drops: dict[str, Counter[str]] = defaultdict(Counter)
-        files, stripped = _filtered_files(recipe, archives, config.filters, drops)
+        files, transforms = _filtered_files(recipe, archives, config.filters, drops)
         files = _deduplicated(files, config, drops)
         trees = _parse_all(files, config, drops)
         by_shard: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -91,7 +91,7 @@ def build_corpus(recipe: Recipe, config: BuildConfig) -> dict:
             "splits": {split: sorted({f.project for f in files if f.split == split}) for split in SPLITS},
         }
         _write_json(scratch / "manifest.json", manifest)
-        stats = corpus_stats(scratch, drops, stripped, vocab_report)
+        stats = corpus_stats(scratch, drops, transforms, vocab_report)
         _write_json(scratch / "stats.json", stats)
         _replace_atomically(scratch, target)
     except BaseException:
@@ -103,8 +103,8 @@ def build_corpus(recipe: Recipe, config: BuildConfig) -> dict:
 
 def _filtered_files(
     recipe: Recipe, archives: list[Archive], filters: FilterConfig, drops: dict[str, Counter[str]]
-) -> tuple[list[CorpusFile], Counter[str]]:
-    files, stripped = [], Counter[str]()
+) -> tuple[list[CorpusFile], dict[str, Counter[str]]]:
+    files, stripped, normalised = [], Counter[str](), Counter[str]()
     for package, archive in zip(recipe.packages, archives, strict=False):
         bound = min(filters.max_file_bytes, package.max_file_bytes or filters.max_file_bytes)
         bounded = dataclasses.replace(filters, max_file_bytes=bound)
@@ -117,6 +117,9 @@ def _filtered_files(
             text = strip_licence_header(item.data)
             if text != item.data:
                 stripped[package.language] += 1
+            if b"\r\n" in text:  # one line ending everywhere: models would otherwise learn both
+                text = text.replace(b"\r\n", b"\n")
+                normalised[package.language] += 1
             project = package.project_of(item.path)
             files.append(
                 CorpusFile(
@@ -129,7 +132,7 @@ def _filtered_files(
                 )
             )
     files.sort(key=lambda f: (f.language, SPLITS.index(f.split), f.project, f.path))
-    return files, stripped
+    return files, {"licence_headers_stripped": stripped, "line_endings_normalised": normalised}
 
 
 def _deduplicated(files: list[CorpusFile], config: BuildConfig, drops: dict[str, Counter[str]]) -> list[CorpusFile]:

@@ -13,7 +13,9 @@ from codecomp.data.shards import TextShard, TreeShard
 from data_prep.recipe import SPLITS
 
 
-def corpus_stats(corpus: Path, drops: dict[str, Counter[str]], stripped: Counter[str], vocab: dict) -> dict:
+def corpus_stats(
+    corpus: Path, drops: dict[str, Counter[str]], transforms: dict[str, Counter[str]], vocab: dict
+) -> dict:
     """Files, bytes, projects, trees, nodes and ERROR share per split and language, plus drops and OoV."""
     shards: dict[str, dict[str, dict]] = {}
     for split in SPLITS:
@@ -31,7 +33,7 @@ def corpus_stats(corpus: Path, drops: dict[str, Counter[str]], stripped: Counter
     return {
         "shards": shards,
         "dropped": {language: dict(sorted(counts.items())) for language, counts in sorted(drops.items())},
-        "licence_headers_stripped": dict(sorted(stripped.items())),
+        "transformed": {name: dict(sorted(counts.items())) for name, counts in transforms.items()},
         "vocab": vocab,
     }
 
@@ -57,6 +59,7 @@ def print_stats(stats: dict, console: Console | None = None) -> None:
         for reason, count in reasons.items():
             drops.add_row(language, reason, f"{count:,}")
     console.print(drops)
-    console.print(f"licence headers stripped: {stats['licence_headers_stripped']}")
+    for name, counts in stats["transformed"].items():
+        console.print(f"{name.replace('_', ' ')}: {counts}")
     sizes = {language: {"kinds": v["kinds"], "values": v["values"]} for language, v in stats["vocab"].items()}
     console.print(f"vocabularies (train split): {json.dumps(sizes)}")

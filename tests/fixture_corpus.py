@@ -40,7 +40,10 @@ NPM_PACKAGES: dict[tuple[str, str], dict[str, bytes]] = {
         "dist/bundle.js": js_module("bundle").encode(),
         "README.md": b"# fx-core\n",
     },
-    ("fx-near", "2.0.0"): {"src/neighbour.js": NEAR_BASE.encode(), "src/own.js": js_module("own").encode()},
+    ("fx-near", "2.0.0"): {
+        "src/neighbour.js": NEAR_BASE.encode(),
+        "src/own.js": js_module("own").replace("\n", "\r\n").encode(),  # Windows line endings
+    },
     ("fx-test", "0.1.0"): {
         "lib/shared.js": TEST_ORIGINAL.encode(),
         "lib/only_test.js": js_module("zzUniqueTestName").encode(),

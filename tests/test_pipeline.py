@@ -44,7 +44,10 @@ def test_drops_are_counted_by_reason(corpus):
         "binary": 1, "empty": 1, "exact_duplicate": 1, "generated": 2, "minified": 1, "near_duplicate": 1,
         "not_utf8": 1, "too_large": 1, "tree_parse_errors": 1, "tree_too_deep": 1, "wrong_extension": 1,
     }  # fmt: skip
-    assert stats["licence_headers_stripped"] == {"javascript": 1}
+    assert stats["transformed"] == {
+        "licence_headers_stripped": {"javascript": 1},
+        "line_endings_normalised": {"javascript": 1},
+    }
 
 
 def test_splits_hold_whole_projects(corpus):
@@ -83,6 +86,9 @@ def test_text_shard_keeps_files_whose_tree_is_dropped(corpus):
     assert "fx-core/lib/broken.js" in paths and "fx-core/lib/deep.js" in paths
     with_trees = {paths[i] for i in trees.file_index.tolist()}
     assert "fx-core/lib/broken.js" not in with_trees and "fx-core/lib/deep.js" not in with_trees
+    valid = TextShard(folder / "valid" / "javascript")
+    own = valid.document([e["path"] for e in valid.files].index("fx-near/src/own.js"))
+    assert b"\r" not in own and own.count(b"\n") > 5
     licensed = text.document(paths.index("fx-core/lib/licensed.js"))
     assert licensed.startswith(b"function licensed") and b"Copyright" not in licensed
 

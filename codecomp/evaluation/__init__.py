@@ -1,0 +1,1 @@
+"""Metrics and held-out evaluation runs."""

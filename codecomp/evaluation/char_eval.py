@@ -1,0 +1,94 @@
+"""Held-out evaluation of a Char-LSTM against a character n-gram baseline trained on the same train split."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codecomp.data.shards import TextShard
+from codecomp.evaluation.line_completion import LineTask, line_metrics, sample_line_tasks
+from codecomp.inference.char_lstm import CharLSTMCompleter
+from codecomp.inference.types import CompletionRequest
+from codecomp.models.ngram import CharNGram, complete_line
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CharEvalSettings:
+    ngram_order: int = 6
+    ngram_discount: float | None = None  # None: modified Kneser-Ney
+    next_char_positions: int = 20000
+    line_positions: int = 200
+    beam_size: int = 4
+    max_chars: int = 80
+    context_bytes: int = 4096
+    max_documents: int | None = None
+    seed: int = 0
+
+
+def evaluate_language(
+    completer: CharLSTMCompleter, corpus: Path, split: str, language: str, settings: CharEvalSettings
+) -> dict[str, dict[str, Any]]:
+    """Metrics of the model and of the baseline on one language's held-out files, and their ratios."""
+    documents = list(TextShard(corpus / split / language))[: settings.max_documents]
+    log.info("%s: fitting the %d-gram baseline on the train split", language, settings.ngram_order)
+    ngram = CharNGram(settings.ngram_order, settings.ngram_discount).fit(TextShard(corpus / "train" / language))
+
+    log.info("%s: scoring %d held-out files", language, len(documents))
+    scored = completer.score(documents, language)
+    model_bits = np.concatenate([bits for bits, _ in scored])
+    baseline_bits = np.concatenate([ngram.document_bits(document) for document in documents])
+    positions = _sample_positions(documents, settings.next_char_positions, settings.seed)
+    model_correct = [bool(scored[d][1][i]) for d, i in positions]
+    baseline_correct = [
+        int(np.argmax(ngram.distribution(documents[d][:i]))) == documents[d][i] for d, i in positions
+    ]
+
+    tasks = sample_line_tasks(documents, settings.line_positions, settings.seed)
+    log.info("%s: completing %d lines", language, len(tasks))
+    model_lines = _complete_with_model(completer, tasks, language, settings)
+    baseline_lines = [_first(complete_line(ngram, t.prefix[-settings.context_bytes :], settings.beam_size,
+                                           settings.max_chars)) for t in tasks]  # fmt: skip
+    targets = [t.target for t in tasks]
+
+    model = {"bpc": float(model_bits.mean()), "next_char_accuracy": 100.0 * float(np.mean(model_correct))}
+    baseline = {"bpc": float(baseline_bits.mean()), "next_char_accuracy": 100.0 * float(np.mean(baseline_correct))}
+    model.update(line_metrics(model_lines, targets))
+    baseline.update(line_metrics(baseline_lines, targets))
+    ratio = {key: model[key] / baseline[key] if baseline[key] else None for key in model}  # None: baseline at 0
+    counts = {"files": len(documents), "bytes": int(model_bits.size), "line_tasks": len(tasks),
+              "next_char_positions": len(positions)}  # fmt: skip
+    return {"model": model, "baseline": baseline, "ratio": ratio, "counts": counts}
+
+
+def _sample_positions(documents: Sequence[bytes], count: int, seed: int) -> list[tuple[int, int]]:
+    """Byte positions drawn uniformly over all bytes of the documents."""
+    sizes = np.array([len(d) for d in documents])
+    total = int(sizes.sum())
+    if total == 0:
+        return []
+    flat = np.sort(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    doc = np.searchsorted(starts, flat, side="right") - 1
+    return [(int(d), int(f - starts[d])) for d, f in zip(doc, flat)]
+
+
+def _complete_with_model(
+    completer: CharLSTMCompleter, tasks: Sequence[LineTask], language: str, settings: CharEvalSettings, batch: int = 32
+) -> list[bytes]:
+    out = []
+    for start in range(0, len(tasks), batch):
+        requests = [CompletionRequest(t.prefix, language) for t in tasks[start : start + batch]]
+        for candidates in completer.complete(requests, k=1, beam_size=settings.beam_size, max_chars=settings.max_chars):
+            out.append(candidates[0].text if candidates else b"")
+    return out
+
+
+def _first(candidates: list[tuple[bytes, float]]) -> bytes:
+    return candidates[0][0] if candidates else b""

@@ -1,0 +1,121 @@
+"""Char-LSTM network and completer: incremental state, batching, beam search, deadlines, checkpoints."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from codecomp.data.char_vocab import EOF_ID, VOCAB_SIZE, encode_document
+from codecomp.inference import CheckpointError, CompletionRequest
+from codecomp.inference.char_lstm import CharLSTMCompleter
+from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
+
+PREFIX = b"function add(a, b) {\n  return a"
+
+
+@pytest.fixture
+def completer():
+    torch.manual_seed(0)
+    return CharLSTMCompleter(CharLSTM(CharLSTMConfig(embed_dim=16, hidden=32, layers=2)))
+
+
+def test_forward_shapes():
+    model = CharLSTM(CharLSTMConfig(embed_dim=8, hidden=16, layers=2))
+    logits, (h, c) = model(torch.zeros(3, 5, dtype=torch.long))
+    assert logits.shape == (3, 5, VOCAB_SIZE) and h.shape == c.shape == (2, 3, 16)
+
+
+def test_incremental_state_equals_encoding_from_scratch(completer):
+    state = completer.encode([PREFIX], ["javascript"])[0]
+    advanced = completer.advance(completer.advance(state, b" +"), b" b")
+    fresh = completer.encode([PREFIX + b" + b"], ["javascript"])[0]
+    assert advanced.length == fresh.length == len(PREFIX) + 4
+    torch.testing.assert_close(advanced.log_probs, fresh.log_probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(advanced.h, fresh.h, atol=1e-5, rtol=0)
+    torch.testing.assert_close(advanced.c, fresh.c, atol=1e-5, rtol=0)
+
+
+def test_batched_encoding_matches_one_at_a_time(completer):
+    prefixes = [b"x", PREFIX, b"int main() {", b"a" * 300]
+    languages = ["javascript", "javascript", "cpp", "cpp"]
+    batched = completer.encode(prefixes, languages)
+    for prefix, language, state in zip(prefixes, languages, batched):
+        alone = completer.encode([prefix], [language])[0]
+        torch.testing.assert_close(state.log_probs, alone.log_probs, atol=1e-5, rtol=0)
+
+
+def test_long_prefix_keeps_only_its_tail(completer):
+    completer.max_context = 16
+    one, other = completer.encode([b"// one header\n" * 9 + PREFIX, b"/* another */\n" * 5 + PREFIX], ["javascript"] * 2)
+    torch.testing.assert_close(one.log_probs, other.log_probs)  # only the last 16 bytes were read
+    assert one.length == len(PREFIX) + 14 * 9
+
+
+def test_beam_search_bounds_and_order(completer):
+    requests = [CompletionRequest(PREFIX, "javascript"), CompletionRequest(b"int x = ", "cpp")]
+    results = completer.complete(requests, k=3, beam_size=4, max_chars=5)
+    assert len(results) == 2
+    for candidates in results:
+        assert 1 <= len(candidates) <= 3
+        assert all(len(c.text) <= 5 and b"\n" not in c.text for c in candidates)
+        scores = [c.log_prob for c in candidates]
+        assert scores == sorted(scores, reverse=True)
+        assert len({c.text for c in candidates}) == len(candidates)
+    assert completer.complete([], k=1) == []
+    with pytest.raises(ValueError):
+        completer.complete(requests, k=0)
+
+
+def test_past_deadline_returns_partial_answers(completer):
+    requests = [CompletionRequest(PREFIX, "javascript")] * 4
+    results = completer.complete(requests, k=2, max_chars=80, deadline=time.monotonic() - 1)
+    # No decoding step fits before a deadline already passed: the best so far is the empty line.
+    assert [[(c.text, c.complete) for c in candidates] for candidates in results] == [[(b"", False)]] * 4
+
+
+def test_learns_and_completes_a_line():
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(embed_dim=16, hidden=64, layers=1, dropout=0.0))
+    line = b"console.log(hello);\n"
+    tokens = torch.from_numpy(encode_document(line * 8, "javascript"))[None]
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        logits, _ = model(tokens[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits[0], tokens[0, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    completer = CharLSTMCompleter(model)
+    [candidates] = completer.complete([CompletionRequest(line * 3 + b"console.l", "javascript")], k=1)
+    assert candidates[0].text == b"og(hello);" and candidates[0].complete
+
+
+def test_score_matches_the_forward_pass(completer):
+    documents = [b"let a = 1;\n", b"int main() { return 0; }\n" * 3, b"x"]
+    scored = completer.score(documents, "javascript", batch_size=2, chunk=7)
+    for document, (bits, correct) in zip(documents, scored):
+        tokens = torch.from_numpy(encode_document(document, "javascript"))[None]
+        log_probs = torch.log_softmax(completer.model(tokens[:, :-2])[0][0], -1)  # predicts every byte
+        expected = -log_probs.gather(-1, tokens[0, 1:-1, None])[:, 0] / np.log(2)
+        assert bits.shape == (len(document),) and correct.shape == (len(document),)
+        np.testing.assert_allclose(bits, expected.detach().numpy(), atol=1e-4)
+        assert (correct == (log_probs.argmax(-1) == tokens[0, 1:-1]).numpy()).all()
+    assert EOF_ID not in encode_document(b"ab", "cpp")[:-1]
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        CharLSTMCompleter.from_checkpoint(tmp_path / "missing.ckpt")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="damaged"):
+        CharLSTMCompleter.from_checkpoint(garbage)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a codecomp checkpoint"):
+        CharLSTMCompleter.from_checkpoint(foreign)
+    other = tmp_path / "other.ckpt"
+    torch.save({"codecomp": {"family": "tree_lstm"}}, other)
+    with pytest.raises(CheckpointError, match="tree_lstm"):
+        CharLSTMCompleter.from_checkpoint(other)

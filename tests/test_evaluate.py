@@ -1,0 +1,66 @@
+"""codecomp-eval on the fixture corpus: metrics against the n-gram baseline, deterministic."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from codecomp.evaluate import CONFIG_DIR, evaluate, print_report
+from codecomp.evaluation.line_completion import common_prefix_length, line_metrics, sample_line_tasks
+from codecomp.inference import CheckpointError
+from codecomp.train import train
+from tests.test_train import compose_train
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, fixture_corpus):
+    folder = tmp_path_factory.mktemp("tiny")
+    overrides = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                 "test_after_fit=false"]  # fmt: skip
+    train(compose_train(folder, fixture_corpus, overrides))
+    return folder / "checkpoints" / "last.ckpt"
+
+
+def eval_config(checkpoint, corpus):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[
+            f"ckpt_path={checkpoint}", f"corpus={corpus}", "ngram.order=3", "next_char.positions=300",
+            "line_completion.positions=6", "line_completion.max_chars=12",
+        ])  # fmt: skip
+    return cfg
+
+
+def test_metrics_against_the_baseline_are_written_and_deterministic(tiny_checkpoint, fixture_corpus, tmp_path):
+    cfg = eval_config(tiny_checkpoint, fixture_corpus)
+    first = evaluate(cfg, tmp_path / "one")
+    second = evaluate(cfg, tmp_path / "two")
+    assert first["languages"] == second["languages"]
+    written = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert written["languages"] == first["languages"] and written["split"] == "test"
+    for language in ("cpp", "javascript"):
+        result = first["languages"][language]
+        assert set(result["model"]) == {"bpc", "next_char_accuracy", "exact_match", "edit_similarity", "chars_saved"}
+        assert result["model"]["bpc"] > 0 and result["baseline"]["bpc"] > 0
+        assert result["ratio"]["bpc"] == pytest.approx(result["model"]["bpc"] / result["baseline"]["bpc"])
+        assert 0 <= result["model"]["edit_similarity"] <= 100
+        assert result["counts"]["line_tasks"] == 6 and result["counts"]["files"] == 2
+    print_report(first)
+
+
+def test_missing_checkpoint_is_a_clear_error(fixture_corpus, tmp_path):
+    cfg = eval_config(tmp_path / "nope.ckpt", fixture_corpus)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        evaluate(cfg, tmp_path / "out")
+
+
+def test_line_tasks_and_metrics():
+    documents = [b"int a = 1;\n  return value + 2;\n}\n", b"x\n"]
+    tasks = sample_line_tasks(documents, count=10, seed=0)
+    assert len(tasks) == 2  # the two lines with at least 8 non-blank bytes
+    for task in tasks:
+        line_end = documents[task.document].index(b"\n", len(task.prefix))
+        assert task.prefix + task.target == documents[task.document][:line_end] and task.target
+    assert sample_line_tasks(documents, 10, seed=0) == tasks
+    assert common_prefix_length(b"abcd", b"abxx") == 2
+    metrics = line_metrics([b"return x;", b"foo"], [b"return x;", b"bar"])
+    assert metrics["exact_match"] == 50.0 and metrics["chars_saved"] == pytest.approx(100 * 9 / 12)
