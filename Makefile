@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/codecomp-data recipe=small
+	$(VENV)/bin/codecomp-train experiment=char_lstm_quick
+	$(VENV)/bin/codecomp-eval ckpt_path=checkpoints/char_lstm_quick/best.ckpt
+	@echo
+	@echo "corpus:      data/small (stats.json, manifest.json)"
+	@echo "checkpoints: checkpoints/char_lstm_quick/ (best.ckpt, last.ckpt)"
+	@echo "metrics:     $$(ls -td logs/eval/small-test/*/ | head -1)metrics.json"
+	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir logs/tensorboard"
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -m "not slow" -q
@@ -34,6 +41,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.parse_throughput
+	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.decode_latency
 
 clean:
 	rm -rf $(VENV) logs outputs multirun .pytest_cache

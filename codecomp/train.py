@@ -1,9 +1,9 @@
 """`codecomp-train`: train a model with Lightning, configured by Hydra (conf/train.yaml).
 
-    codecomp-train                                   # Char-LSTM on the small recipe, on CPU
-    codecomp-train experiment=char_lstm_quick        # the bounded default run of `make demo`
-    codecomp-train -m model.hidden=256,512           # a sweep, one run folder per setting
-    codecomp-train debug=fast_dev_run trainer=gpu    # one batch of each stage on a GPU
+codecomp-train                                   # Char-LSTM on the small recipe, on CPU
+codecomp-train experiment=char_lstm_quick        # the bounded default run of `make demo`
+codecomp-train -m model.hidden=256,512           # a sweep, one run folder per setting
+codecomp-train debug=fast_dev_run trainer=gpu    # one batch of each stage on a GPU
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test_after_fit:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        checkpointing = trainer.checkpoint_callback
+        best = getattr(checkpointing, "best_model_path", "") if checkpointing else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     result = {"metrics": metrics, "ckpt_dir": str(cfg.ckpt_dir), "log_dir": trainer.log_dir}

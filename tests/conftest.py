@@ -40,5 +40,7 @@ def fixture_corpus(fixture_cache, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("corpus")
     filters = FilterConfig(max_file_bytes=20_000, max_tree_depth=500)
-    build_corpus(Recipe.from_dict(recipe()), BuildConfig(out_dir=out, cache_dir=fixture_cache, workers=1, filters=filters))
+    build_corpus(
+        Recipe.from_dict(recipe()), BuildConfig(out_dir=out, cache_dir=fixture_cache, workers=1, filters=filters)
+    )
     return out / "fixture"

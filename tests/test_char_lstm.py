@@ -40,14 +40,16 @@ def test_batched_encoding_matches_one_at_a_time(completer):
     prefixes = [b"x", PREFIX, b"int main() {", b"a" * 300]
     languages = ["javascript", "javascript", "cpp", "cpp"]
     batched = completer.encode(prefixes, languages)
-    for prefix, language, state in zip(prefixes, languages, batched):
+    for prefix, language, state in zip(prefixes, languages, batched, strict=True):
         alone = completer.encode([prefix], [language])[0]
         torch.testing.assert_close(state.log_probs, alone.log_probs, atol=1e-5, rtol=0)
 
 
 def test_long_prefix_keeps_only_its_tail(completer):
     completer.max_context = 16
-    one, other = completer.encode([b"// one header\n" * 9 + PREFIX, b"/* another */\n" * 5 + PREFIX], ["javascript"] * 2)
+    one, other = completer.encode(
+        [b"// one header\n" * 9 + PREFIX, b"/* another */\n" * 5 + PREFIX], ["javascript"] * 2
+    )
     torch.testing.assert_close(one.log_probs, other.log_probs)  # only the last 16 bytes were read
     assert one.length == len(PREFIX) + 14 * 9
 
@@ -94,7 +96,7 @@ def test_learns_and_completes_a_line():
 def test_score_matches_the_forward_pass(completer):
     documents = [b"let a = 1;\n", b"int main() { return 0; }\n" * 3, b"x"]
     scored = completer.score(documents, "javascript", batch_size=2, chunk=7)
-    for document, (bits, correct) in zip(documents, scored):
+    for document, (bits, correct) in zip(documents, scored, strict=True):
         tokens = torch.from_numpy(encode_document(document, "javascript"))[None]
         log_probs = torch.log_softmax(completer.model(tokens[:, :-2])[0][0], -1)  # predicts every byte
         expected = -log_probs.gather(-1, tokens[0, 1:-1, None])[:, 0] / np.log(2)

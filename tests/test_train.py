@@ -68,7 +68,13 @@ def test_checkpoint_describes_itself_and_training_resumes(tmp_path, fixture_corp
 
 
 def test_overfit_one_batch_drives_the_loss_down(tmp_path, fixture_corpus):
-    result = train(compose_train(tmp_path, fixture_corpus, ["debug=overfit", "trainer.max_epochs=150", "model.hidden=64", "model.module.dropout=0"]))
+    result = train(
+        compose_train(
+            tmp_path,
+            fixture_corpus,
+            ["debug=overfit", "trainer.max_epochs=150", "model.hidden=64", "model.module.dropout=0"],
+        )
+    )
     assert result["metrics"]["train/loss"] < 2.0  # from ln(260) = 5.6 nats at the start
 
 
@@ -76,7 +82,8 @@ def test_multirun_sweep_gives_each_setting_its_own_run(tmp_path, fixture_corpus)
     command = [
         sys.executable, "-m", "codecomp.train", "-m", "model.hidden=8,12", "debug=fast_dev_run",
         *TINY[1:], f"data.corpus={fixture_corpus}", f"hydra.sweep.dir={tmp_path}/sweep",
-        f"logger.tensorboard.save_dir={tmp_path}/tb", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+        f"logger.tensorboard.save_dir={tmp_path}/tb", f"ckpt_dir={tmp_path}/ckpt", "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -46,9 +46,7 @@ def evaluate_language(
     baseline_bits = np.concatenate([ngram.document_bits(document) for document in documents])
     positions = _sample_positions(documents, settings.next_char_positions, settings.seed)
     model_correct = [bool(scored[d][1][i]) for d, i in positions]
-    baseline_correct = [
-        int(np.argmax(ngram.distribution(documents[d][:i]))) == documents[d][i] for d, i in positions
-    ]
+    baseline_correct = [int(np.argmax(ngram.distribution(documents[d][:i]))) == documents[d][i] for d, i in positions]
 
     tasks = sample_line_tasks(documents, settings.line_positions, settings.seed)
     log.info("%s: completing %d lines", language, len(tasks))
@@ -76,7 +74,7 @@ def _sample_positions(documents: Sequence[bytes], count: int, seed: int) -> list
     flat = np.sort(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     doc = np.searchsorted(starts, flat, side="right") - 1
-    return [(int(d), int(f - starts[d])) for d, f in zip(doc, flat)]
+    return [(int(d), int(f - starts[d])) for d, f in zip(doc, flat, strict=True)]
 
 
 def _complete_with_model(

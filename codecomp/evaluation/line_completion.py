@@ -30,7 +30,7 @@ def sample_line_tasks(documents: Sequence[bytes], count: int, seed: int, min_lin
                 lines.append((index, start, len(line)))
             start += len(line) + 1
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(lines), size=min(count, len(lines)), replace=False) if lines else []
+    chosen = rng.choice(len(lines), size=min(count, len(lines)), replace=False) if lines else np.zeros(0, int)
     tasks = []
     for pick in sorted(int(i) for i in chosen):
         index, start, length = lines[pick]

@@ -181,7 +181,7 @@ class _Beams:
             flat = scores[rows].flatten()
             top = torch.topk(flat, min(len(flat), self.beam_size * 2))
             kept = 0
-            for score, index in zip(top.values.tolist(), top.indices.tolist()):
+            for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
                 row, symbol = rows[index // (EOF_ID + 1)], index % (EOF_ID + 1)
                 if symbol in (_NEWLINE, EOF_ID):
                     self.finished[request].append(Candidate(self.texts[row], score, True))
@@ -214,4 +214,3 @@ class _Beams:
                     best.append(candidate)
             ranked.append(best[: self.k])
         return ranked
-

@@ -92,7 +92,7 @@ class CharLSTMModule(pl.LightningModule):
         prompts = [(lang, prompt) for lang, prompt in SAMPLE_PROMPTS if lang in self.languages]
         requests = [CompletionRequest(prompt, lang) for lang, prompt in prompts]
         lines = []
-        for (language, prompt), candidates in zip(prompts, completer.complete(requests, k=1, beam_size=2)):
+        for (language, prompt), candidates in zip(prompts, completer.complete(requests, k=1, beam_size=2), strict=True):
             text = candidates[0].text.decode("utf-8", "replace") if candidates else ""
             lines.append(f"**{language}** `{prompt.decode()[-40:]!r}` → `{text!r}`")
         experiment.add_text("val/samples", "  \n".join(lines), self.global_step)  # type: ignore[union-attr]

@@ -1,0 +1,75 @@
+"""Char-LSTM decoding latency: one decode step at batch 1, 8 and 32, and a 40-character line
+completion end to end (encode the prefix, beam search), against reading the prefix alone.
+
+    python -m benchmarks.decode_latency [--checkpoint PATH] [--hidden 256] [--repeat 20]
+
+With no checkpoint a randomly initialised model of the given size is timed; a trained model takes
+the same time per step, but may stop a line sooner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from codecomp.inference.char_lstm import CharLSTMCompleter
+from codecomp.inference.types import CompletionRequest
+from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
+
+PREFIX = b"function render(items, options) {\n  const result = [];\n  for (const item of items) {\n    result."
+
+
+def _median_ms(repeat: int, work: Callable[[], object]) -> float:
+    work()  # warm-up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.checkpoint:
+        completer = CharLSTMCompleter.from_checkpoint(args.checkpoint)
+    else:
+        completer = CharLSTMCompleter(CharLSTM(CharLSTMConfig(hidden=args.hidden)))
+    model = completer.model
+    print(f"hidden={model.config.hidden} layers={model.config.layers} threads={torch.get_num_threads()}")
+    with torch.inference_mode():
+        for batch in (1, 8, 32):
+            tokens = torch.zeros(batch, 1, dtype=torch.long)
+            state = model.zero_state(batch)
+            step = _median_ms(args.repeat * 5, lambda: model(tokens, state))  # noqa: B023
+            print(f"decode step, batch {batch:>2}: {step:7.3f} ms  ({step / batch:.3f} ms per sequence)")
+    request = CompletionRequest(PREFIX, "javascript")
+    encode = _median_ms(args.repeat, lambda: completer.encode([request.prefix], [request.language]))
+    state = completer.encode([request.prefix], [request.language])
+    forty_greedy = _median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=1))
+    forty_beam = _median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=4))
+    end_to_end = _median_ms(args.repeat, lambda: _forty(completer, request, None, beam_size=4))
+    print(f"read the {len(PREFIX)}-byte prefix:          {encode:7.2f} ms")
+    print(f"40 characters, greedy, prefix read:    {forty_greedy:7.2f} ms")
+    print(f"40 characters, beam 4, prefix read:    {forty_beam:7.2f} ms")
+    print(f"40 characters, beam 4, end to end:     {end_to_end:7.2f} ms")
+    print(f"(characters in the best line: {_forty(completer, request, None, beam_size=4)})")
+
+
+def _forty(completer: CharLSTMCompleter, request: CompletionRequest, state, beam_size: int) -> int:  # type: ignore[no-untyped-def]
+    """Complete up to 40 characters; returns how many the best line has (a newline may end it sooner)."""
+    [candidates] = completer.complete([request], k=1, beam_size=beam_size, max_chars=40, states=state)
+    return len(candidates[0].text)
+
+
+if __name__ == "__main__":
+    main()
