@@ -22,13 +22,46 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from codecomp.evaluation.char_eval import CharEvalSettings, evaluate_language
+from codecomp.evaluation.hole_eval import evaluate_holes
 from codecomp.inference.char_lstm import CharLSTMCompleter
+from codecomp.inference.checkpoint import CODECOMP_KEY, load_checkpoint
+from codecomp.inference.tree_lstm import FAMILY as TREE_FAMILY
+from codecomp.inference.tree_lstm import TreeLSTMCompleter
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Evaluate the checkpoint (its model family decides how), write metrics.json and TensorBoard."""
+    family = load_checkpoint(cfg.ckpt_path, None)[CODECOMP_KEY]["family"]
+    languages = evaluate_tree(cfg) if family == TREE_FAMILY else evaluate_char(cfg)
+    report = {
+        "checkpoint": str(cfg.ckpt_path),
+        "family": family,
+        "corpus": str(cfg.corpus),
+        "split": cfg.split,
+        "settings": OmegaConf.to_container(cfg, resolve=True),
+        "languages": languages,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=1) + "\n")
+    _to_tensorboard(report, Path("logs/tensorboard/eval") / out_dir.name)
+    return report
+
+
+def evaluate_tree(cfg: DictConfig) -> dict[str, Any]:
+    completer = TreeLSTMCompleter.from_checkpoint(cfg.ckpt_path, device=cfg.device)
+    ablation = cfg.holes.ablation_ckpt_path
+    ablation_completer = TreeLSTMCompleter.from_checkpoint(ablation, device=cfg.device) if ablation else None
+    return {
+        language: evaluate_holes(completer, ablation_completer, Path(cfg.corpus), cfg.split, language,
+                                 cfg.holes.per_language, cfg.seed)
+        for language in cfg.languages
+    }  # fmt: skip
+
+
+def evaluate_char(cfg: DictConfig) -> dict[str, Any]:
     settings = CharEvalSettings(
         ngram_order=cfg.ngram.order,
         ngram_discount=cfg.ngram.discount,
@@ -41,36 +74,41 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         seed=cfg.seed,
     )
     completer = CharLSTMCompleter.from_checkpoint(cfg.ckpt_path, device=cfg.device, max_context=settings.context_bytes)
-    corpus = Path(cfg.corpus)
     results = {
-        language: evaluate_language(completer, corpus, cfg.split, language, settings) for language in cfg.languages
+        language: evaluate_language(completer, Path(cfg.corpus), cfg.split, language, settings)
+        for language in cfg.languages
     }
-    report = {
-        "checkpoint": str(cfg.ckpt_path),
-        "corpus": str(corpus),
-        "split": cfg.split,
-        "baseline": f"char {settings.ngram_order}-gram, {'modified ' if settings.ngram_discount is None else ''}"
-        "Kneser-Ney, fit on the train split in this run",
-        "settings": OmegaConf.to_container(cfg, resolve=True),
-        "languages": results,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=1) + "\n")
-    _to_tensorboard(report, Path("logs/tensorboard/eval") / out_dir.name)
-    return report
+    baseline = f"{'modified ' if settings.ngram_discount is None else ''}Kneser-Ney char {settings.ngram_order}-gram"
+    for result in results.values():
+        result["baseline_name"] = f"{baseline}, fit on the train split in this run"
+    return results
 
 
 def _to_tensorboard(report: dict[str, Any], log_dir: Path) -> None:
     with SummaryWriter(str(log_dir)) as writer:
-        for language, result in report["languages"].items():
-            for who in ("model", "baseline"):
-                for metric, value in result[who].items():
-                    writer.add_scalar(f"{report['split']}/{language}/{who}/{metric}", value, 0)
+        for tag, value in _scalars(report["languages"], report["split"]):
+            writer.add_scalar(tag, value, 0)
         writer.add_text("eval/metrics", "```\n" + json.dumps(report["languages"], indent=1) + "\n```", 0)
 
 
+def _scalars(tree: Any, prefix: str) -> list[tuple[str, float]]:
+    """Every number in the nested results, tagged by its path."""
+    if isinstance(tree, dict):
+        return [pair for key, value in tree.items() for pair in _scalars(value, f"{prefix}/{key}")]
+    return [(prefix, float(tree))] if isinstance(tree, int | float) and not isinstance(tree, bool) else []
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    table = Table(title=f"{report['checkpoint']} on {report['corpus']} [{report['split']}] vs {report['baseline']}")
+    console = console or Console(width=120)
+    if report["family"] == TREE_FAMILY:
+        _print_holes(report, console)
+    else:
+        _print_char(report, console)
+
+
+def _print_char(report: dict[str, Any], console: Console) -> None:
+    first = next(iter(report["languages"].values()))
+    table = Table(title=f"{report['checkpoint']} on {report['corpus']} [{report['split']}] vs {first['baseline_name']}")
     for column in ("language", "metric", "model", "baseline", "model/baseline"):
         table.add_column(column, justify="left" if column in ("language", "metric") else "right")
     for language, result in report["languages"].items():
@@ -78,7 +116,24 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             ratio = result["ratio"][metric]
             table.add_row(language, metric, f"{value:.3f}", f"{result['baseline'][metric]:.3f}",
                           "n/a" if ratio is None else f"{ratio:.3f}")  # fmt: skip
-    (console or Console(width=120)).print(table)
+    console.print(table)
+
+
+def _print_holes(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{report['checkpoint']} holes on {report['corpus']} [{report['split']}]")
+    for column in ("language", "context", "system", "top-1 %", "top-5 %", "MRR"):
+        table.add_column(column, justify="left" if column in ("language", "context", "system") else "right")
+    for language, result in report["languages"].items():
+        for context in ("whole_file", "prefix"):
+            for system, scores in result[context].items():
+                if isinstance(scores, dict):
+                    table.add_row(language, context, system, f"{scores['top1']:.1f}", f"{scores['top5']:.1f}",
+                                  f"{scores['mrr']:.3f}")  # fmt: skip
+        console.print(f"{language}: {result['holes']} holes, {result['target_oov_rate']:.1f}% of targets outside the "
+                      f"vocabulary; not predictable at all (neither in vocabulary nor in context): "
+                      f"{result['whole_file']['unpredictable_share']:.1f}% whole file, "
+                      f"{result['prefix']['unpredictable_share']:.1f}% prefix")  # fmt: skip
+    console.print(table)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -27,7 +27,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns the trainer's final metrics and where the checkpoints and logs went.
     """
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule: pl.LightningDataModule = instantiate(cfg.data.char)
+    datamodule: pl.LightningDataModule = instantiate(cfg.model.datamodule)
     module: pl.LightningModule = instantiate(cfg.model.module)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

@@ -9,7 +9,7 @@ from codecomp.evaluate import CONFIG_DIR, evaluate, print_report
 from codecomp.evaluation.line_completion import common_prefix_length, line_metrics, sample_line_tasks
 from codecomp.inference import CheckpointError
 from codecomp.train import train
-from tests.test_train import compose_train
+from tests.test_train import TREE_TINY, compose_train
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,11 @@ def tiny_checkpoint(tmp_path_factory, fixture_corpus):
     return folder / "checkpoints" / "last.ckpt"
 
 
-def eval_config(checkpoint, corpus):
+def eval_config(checkpoint, corpus, extra=()):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="eval", overrides=[
             f"ckpt_path={checkpoint}", f"corpus={corpus}", "ngram.order=3", "next_char.positions=300",
-            "line_completion.positions=6", "line_completion.max_chars=12",
+            "line_completion.positions=6", "line_completion.max_chars=12", *extra,
         ])  # fmt: skip
     return cfg
 
@@ -64,3 +64,35 @@ def test_line_tasks_and_metrics():
     assert common_prefix_length(b"abcd", b"abxx") == 2
     metrics = line_metrics([b"return x;", b"foo"], [b"return x;", b"bar"])
     assert metrics["exact_match"] == 50.0 and metrics["chars_saved"] == pytest.approx(100 * 9 / 12)
+
+
+@pytest.fixture(scope="module")
+def tiny_tree_checkpoints(tmp_path_factory, fixture_corpus):
+    paths = []
+    for upward in ("false", "true"):
+        folder = tmp_path_factory.mktemp("tree")
+        overrides = ["trainer.max_epochs=2", "test_after_fit=false", f"model.upward_only={upward}"]
+        train(compose_train(folder, fixture_corpus, overrides, TREE_TINY))
+        paths.append(folder / "checkpoints" / "last.ckpt")
+    return paths
+
+
+def test_hole_metrics_against_baselines_and_ablation(tiny_tree_checkpoints, fixture_corpus, tmp_path):
+    model, ablation = tiny_tree_checkpoints
+    cfg = eval_config(model, fixture_corpus, [f"holes.ablation_ckpt_path={ablation}", "holes.per_language=12"])
+    report = evaluate(cfg, tmp_path / "holes")
+    assert report["family"] == "tree_lstm"
+    assert evaluate(cfg, tmp_path / "again")["languages"] == report["languages"]  # deterministic
+    for language in ("cpp", "javascript"):
+        result = report["languages"][language]
+        assert result["holes"] == 12 and 0 <= result["target_oov_rate"] <= 100
+        for context in ("whole_file", "prefix"):
+            systems = result[context]
+            assert {"model", "upward_only", "file_frequency", "train_frequency"} <= set(systems)
+            for name in ("model", "upward_only", "file_frequency", "train_frequency"):
+                scores = systems[name]
+                assert 0 <= scores["top1"] <= scores["top5"] <= 100 and 0 <= scores["mrr"] <= 1
+                assert sum(k["holes"] for k in scores["by_kind"].values()) == 12
+        # every name in reach of the whole file is in reach of its prefix too, not the other way round
+        assert result["whole_file"]["copyable_share"] >= result["prefix"]["copyable_share"]
+    print_report(report)

@@ -14,14 +14,16 @@ from codecomp.inference.char_lstm import CharLSTMCompleter
 from codecomp.inference.types import CompletionRequest
 from codecomp.train import CONFIG_DIR, train
 
-TINY = ["model.hidden=16", "model.module.embed_dim=8", "data.char.seq_len=32", "data.char.batch_size=4"]
+TINY = ["model.hidden=16", "model.module.embed_dim=8", "model.datamodule.seq_len=32", "model.datamodule.batch_size=4"]
+TREE_TINY = ["model=tree_lstm", "model.hidden=8", "model.module.embed_dim=8", "model.module.pointer_dim=8",
+             "model.datamodule.node_budget=400"]  # fmt: skip
 
 
-def compose_train(tmp_path, corpus, overrides=()):
+def compose_train(tmp_path, corpus, overrides=(), tiny=TINY):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             config_name="train",
-            overrides=[*TINY, f"data.corpus={corpus}", *overrides],
+            overrides=[*tiny, f"data.corpus={corpus}", *overrides],
             return_hydra_config=True,
         )
         HydraConfig().set_config(cfg)
@@ -34,11 +36,15 @@ def compose_train(tmp_path, corpus, overrides=()):
     return cfg
 
 
-@pytest.mark.parametrize("experiment", [None, "char_lstm_quick"])
-def test_fast_dev_run(tmp_path, fixture_corpus, experiment):
+@pytest.mark.parametrize(
+    ("experiment", "tiny", "metric"),
+    [(None, TINY, "val/bpc"), ("char_lstm_quick", TINY, "val/bpc"), ("tree_lstm_quick", TREE_TINY[1:], "val/top1"),
+     ("tree_lstm_upward_quick", TREE_TINY[1:], "val/top1"), (None, TREE_TINY, "val/top1")],
+)  # fmt: skip
+def test_fast_dev_run(tmp_path, fixture_corpus, experiment, tiny, metric):
     overrides = ["debug=fast_dev_run"] + ([f"experiment={experiment}"] if experiment else [])
-    result = train(compose_train(tmp_path, fixture_corpus, overrides))
-    assert result["metrics"]["train/loss"] > 0 and "val/bpc" in result["metrics"]
+    result = train(compose_train(tmp_path, fixture_corpus, overrides, tiny))
+    assert result["metrics"]["train/loss"] > 0 and metric in result["metrics"]
 
 
 def test_checkpoint_describes_itself_and_training_resumes(tmp_path, fixture_corpus):

@@ -16,8 +16,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, damaged, or not of the expected model family."""
 
 
-def load_checkpoint(path: str | Path, family: str, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with `weights_only=True` (no code runs from the file) and check it is a `family` model."""
+def load_checkpoint(path: str | Path, family: str | None, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with `weights_only=True` (no code runs from the file) and check it is a `family` model
+    (any codecomp model when `family` is None)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -28,7 +29,7 @@ def load_checkpoint(path: str | Path, family: str, device: str | torch.device = 
     description = checkpoint.get(CODECOMP_KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(description, dict):
         raise CheckpointError(f"{path} is not a codecomp checkpoint (no {CODECOMP_KEY!r} entry)")
-    if description.get("family") != family:
+    if family is not None and description.get("family") != family:
         raise CheckpointError(f"{path} holds a {description.get('family')!r} model, not {family!r}")
     return checkpoint
 

@@ -1,0 +1,133 @@
+"""Hole-prediction batches from the corpus's tree shards, for the Tree-LSTM."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleExample, collate_holes, sample_holes
+from codecomp.data.shards import TreeShard
+from codecomp.data.tree_vocab import TreeVocab
+
+
+class HoleDataset(Dataset):
+    """The trees of some shards, each with freshly sampled holes.
+
+    Holes depend on (seed, epoch, index) only: validation keeps `epoch` at 0 and so sees the same
+    holes every time; training moves to a new epoch and sees new ones.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[TreeShard],
+        target_kinds: Mapping[str, Sequence[str]],
+        mask_rate: float,
+        max_holes: int,
+        max_nodes: int,
+        seed: int,
+    ) -> None:
+        self.shards, self.target_kinds = list(shards), target_kinds
+        self.mask_rate, self.max_holes, self.seed, self.epoch = mask_rate, max_holes, seed, 0
+        self.items = [
+            (s, t) for s, shard in enumerate(self.shards) for t in range(len(shard))
+            if shard.tree_ptr[t + 1] - shard.tree_ptr[t] <= max_nodes
+        ]  # fmt: skip
+        self.sizes = np.array([int(self.shards[s].tree_ptr[t + 1] - self.shards[s].tree_ptr[t]) for s, t in self.items])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> HoleExample:
+        shard, tree = self.items[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return sample_holes(self.shards[shard].tree(tree), self.target_kinds, self.mask_rate, self.max_holes, rng)
+
+
+class NodeBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of trees of similar size whose node counts add up to at most `budget` (a tree larger
+    than the budget is a batch of its own); batch order shuffled per epoch when `shuffle`."""
+
+    def __init__(self, sizes: np.ndarray, budget: int, shuffle: bool, seed: int = 0) -> None:
+        self.sizes, self.budget, self.shuffle, self.seed, self.epoch = sizes, budget, shuffle, seed, 0
+        self.batches: list[list[int]] = []
+        batch: list[int] = []
+        total = 0
+        for index in np.argsort(sizes, kind="stable").tolist():
+            if batch and total + sizes[index] > budget:
+                self.batches.append(batch)
+                batch, total = [], 0
+            batch.append(index)
+            total += int(sizes[index])
+        if batch:
+            self.batches.append(batch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.arange(len(self.batches))
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(order)
+        return (self.batches[i] for i in order.tolist())
+
+
+class TreeHoleDataModule(pl.LightningDataModule):
+    """Args:
+    corpus: a built corpus folder; languages: whose tree shards to read (one model for all).
+    target_kinds: leaf kinds per language that become holes (identifiers by default).
+    mask_rate, max_holes: the share of a tree's target leaves hidden per example, and a bound.
+    max_nodes: larger trees are left out of training and validation.
+    node_budget: nodes per batch.
+    """
+
+    def __init__(
+        self,
+        corpus: str | Path,
+        languages: Sequence[str] = ("cpp", "javascript"),
+        target_kinds: Mapping[str, Sequence[str]] | None = None,
+        mask_rate: float = 0.15,
+        max_holes: int = 32,
+        max_nodes: int = 20000,
+        node_budget: int = 20000,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.corpus, self.languages = Path(corpus), list(languages)
+        self.target_kinds = {k: tuple(v) for k, v in (target_kinds or DEFAULT_TARGET_KINDS).items()}
+        self.mask_rate, self.max_holes, self.max_nodes = mask_rate, max_holes, max_nodes
+        self.node_budget, self.num_workers, self.seed = node_budget, num_workers, seed
+        self.datasets: dict[str, HoleDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        self.vocab = TreeVocab.from_corpus(self.corpus, self.languages)
+        for split in ("train", "valid", "test"):
+            shards = [TreeShard(self.corpus / split / lang) for lang in self.languages
+                      if (self.corpus / split / lang / "trees").exists()]  # fmt: skip
+            if not shards:
+                raise FileNotFoundError(f"no tree shard in {self.corpus / split}: build the corpus first")
+            self.datasets[split] = HoleDataset(
+                shards, self.target_kinds, self.mask_rate, self.max_holes, self.max_nodes, self.seed
+            )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = NodeBudgetBatchSampler(dataset.sizes, self.node_budget, shuffle, self.seed)
+        if shuffle and self.trainer is not None:
+            dataset.epoch = sampler.epoch = self.trainer.current_epoch
+        collate = functools.partial(collate_holes, vocab=self.vocab, target_kinds=self.target_kinds)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

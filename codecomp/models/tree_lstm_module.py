@@ -1,0 +1,112 @@
+"""LightningModule that trains the bidirectional Tree-LSTM to predict hidden leaves (holes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleBatch
+from codecomp.data.tree_vocab import TreeVocab
+from codecomp.inference.checkpoint import CODECOMP_KEY
+from codecomp.inference.tree_lstm import FAMILY, HoleModel, rank_holes
+from codecomp.models.components.hole_head import target_log_prob
+from codecomp.parsing import grammar_versions
+
+
+class TreeLSTMModule(pl.LightningModule):
+    """Args:
+    corpus: the corpus whose train-split vocabularies the model uses (stored in checkpoints).
+    languages: languages of the one model; target_kinds: leaf kinds it predicts, per language.
+    embed_dim, hidden, pointer_dim: sizes; upward_only: drop the top-down pass (the ablation).
+    optimizer, scheduler: partials (Hydra `_partial_: true`); the scheduler steps on val/loss.
+    """
+
+    def __init__(
+        self,
+        corpus: str,
+        languages: Sequence[str] = ("cpp", "javascript"),
+        target_kinds: Mapping[str, Sequence[str]] | None = None,
+        embed_dim: int = 64,
+        hidden: int = 128,
+        pointer_dim: int = 128,
+        upward_only: bool = False,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.vocab = TreeVocab.from_corpus(Path(corpus), languages)
+        self.target_kinds = {k: list(v) for k, v in (target_kinds or DEFAULT_TARGET_KINDS).items()}
+        self.model_config = {"embed_dim": embed_dim, "hidden": hidden, "pointer_dim": pointer_dim,
+                             "upward_only": upward_only}  # fmt: skip
+        self.model = HoleModel(len(self.vocab.kinds), len(self.vocab.values), **self.model_config)
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-3))
+        self.scheduler_factory = scheduler
+
+    def model_step(self, batch: HoleBatch) -> tuple[torch.Tensor, Any]:
+        """Mean negative log-likelihood of the hidden texts that can be predicted (in the vocabulary
+        or present in the file); the others count in the metrics, not in the loss."""
+        scores = self.model(batch)
+        log_prob = target_log_prob(
+            scores, batch.target_ids, batch.pair_hole, batch.pair_match, self.vocab.values.unk_id
+        )
+        learnable = torch.isfinite(log_prob)
+        return -log_prob[learnable].sum() / learnable.sum().clamp(min=1), scores
+
+    def training_step(self, batch: HoleBatch, batch_idx: int) -> torch.Tensor | None:
+        if len(batch.hole_nodes) == 0:
+            return None
+        loss, _ = self.model_step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.hole_nodes))
+        return loss
+
+    def _evaluate(self, stage: str, batch: HoleBatch, batch_idx: int) -> None:
+        if len(batch.hole_nodes) == 0:
+            return
+        loss, scores = self.model_step(batch)
+        ranked = rank_holes(scores, batch, self.vocab, k=5)
+        hits1 = [bool(c) and c[0].text.decode() == t for c, t in zip(ranked, batch.targets, strict=True)]
+        hits5 = [any(x.text.decode() == t for x in c) for c, t in zip(ranked, batch.targets, strict=True)]
+        size = len(batch.hole_nodes)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log(f"{stage}/top1", 100.0 * sum(hits1) / size, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log(f"{stage}/top5", 100.0 * sum(hits5) / size, batch_size=size, sync_dist=True)
+        experiment = getattr(self.logger, "experiment", None)
+        if stage == "val" and batch_idx == 0 and hasattr(experiment, "add_text") and not self.trainer.sanity_checking:
+            lines = [f"`{t}` → {', '.join(f'`{c.text.decode()}`' for c in cands[:3])}"
+                     for t, cands in list(zip(batch.targets, ranked, strict=True))[:12]]  # fmt: skip
+            experiment.add_text("val/predictions", "  \n".join(lines), self.global_step)  # type: ignore[union-attr]
+
+    def validation_step(self, batch: HoleBatch, batch_idx: int) -> None:
+        self._evaluate("val", batch, batch_idx)
+
+    def test_step(self, batch: HoleBatch, batch_idx: int) -> None:
+        self._evaluate("test", batch, batch_idx)
+
+    def transfer_batch_to_device(self, batch: HoleBatch, device: torch.device, dataloader_idx: int) -> HoleBatch:
+        return batch.to(device)
+
+    def on_train_start(self) -> None:
+        if self.logger is not None:
+            self.logger.log_hyperparams(self.hparams, {"val/top1": float("nan"), "test/top1": float("nan")})  # type: ignore[arg-type]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CODECOMP_KEY] = {
+            "family": FAMILY,
+            "model_config": self.model_config,
+            "languages": list(self.hparams["languages"]),
+            "target_kinds": self.target_kinds,
+            "vocab": self.vocab.to_json(),
+            "grammars": grammar_versions(),
+        }
