@@ -8,7 +8,7 @@ from codecomp.data.holes import DEFAULT_TARGET_KINDS, collate_holes, make_holes,
 from codecomp.data.tree_vocab import TreeVocab
 from codecomp.data.vocab import KIND_SPECIALS, VALUE_SPECIALS, Vocabulary
 from codecomp.inference.tree_lstm import HoleModel, HoleRequest, TreeLSTMCompleter, rank_holes
-from codecomp.models.components.hole_head import target_log_prob
+from codecomp.models.components.hole_head import target_probability
 from codecomp.parsing import parse
 
 
@@ -64,12 +64,16 @@ def test_pointer_pairs_match_the_hidden_text(vocab):
     assert batch.occurrence_texts == ["zeta", "print", "omega"]
     assert batch.pair_match.tolist() == [True, False, False]
     scores = HoleModel(len(vocab.kinds), len(vocab.values), 8, 8, 8, False)(batch)
-    log_prob = target_log_prob(scores, batch.target_ids, batch.pair_hole, batch.pair_match, vocab.values.unk_id)
-    assert torch.isfinite(log_prob).all()  # out of the vocabulary, but copyable
+    probability, reachable = target_probability(
+        scores, batch.target_ids, batch.pair_hole, batch.pair_match, vocab.values.unk_id
+    )
+    assert reachable.all() and (probability > 0).all()  # out of the vocabulary, but copyable
     unreachable = collate_holes([make_holes(tree, holes_at(tree, {"omega"}))], vocab, DEFAULT_TARGET_KINDS)
     scores = HoleModel(len(vocab.kinds), len(vocab.values), 8, 8, 8, False)(unreachable)
-    assert torch.isinf(target_log_prob(scores, unreachable.target_ids, unreachable.pair_hole,
-                                       unreachable.pair_match, vocab.values.unk_id)).all()  # fmt: skip
+    probability, reachable = target_probability(
+        scores, unreachable.target_ids, unreachable.pair_hole, unreachable.pair_match, vocab.values.unk_id
+    )
+    assert not reachable.any() and (probability == 0).all()
 
 
 def test_completer_places_the_hole_at_the_cursor(vocab):
@@ -110,7 +114,8 @@ def test_learns_to_copy_names_it_has_never_seen():
     for _ in range(60):
         batch = collate_holes([example() for _ in range(16)], vocab, DEFAULT_TARGET_KINDS)
         scores = model(batch)
-        loss = -target_log_prob(scores, batch.target_ids, batch.pair_hole, batch.pair_match, values.unk_id).mean()
+        probability, _ = target_probability(scores, batch.target_ids, batch.pair_hole, batch.pair_match, values.unk_id)
+        loss = -torch.log(probability).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

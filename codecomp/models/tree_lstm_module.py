@@ -13,7 +13,7 @@ from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleBatch
 from codecomp.data.tree_vocab import TreeVocab
 from codecomp.inference.checkpoint import CODECOMP_KEY
 from codecomp.inference.tree_lstm import FAMILY, HoleModel, rank_holes
-from codecomp.models.components.hole_head import target_log_prob
+from codecomp.models.components.hole_head import target_probability
 from codecomp.parsing import grammar_versions
 
 
@@ -51,11 +51,12 @@ class TreeLSTMModule(pl.LightningModule):
         """Mean negative log-likelihood of the hidden texts that can be predicted (in the vocabulary
         or present in the file); the others count in the metrics, not in the loss."""
         scores = self.model(batch)
-        log_prob = target_log_prob(
+        probability, reachable = target_probability(
             scores, batch.target_ids, batch.pair_hole, batch.pair_match, self.vocab.values.unk_id
         )
-        learnable = torch.isfinite(log_prob)
-        return -log_prob[learnable].sum() / learnable.sum().clamp(min=1), scores
+        if not reachable.any():
+            return probability.sum() * 0.0, scores  # nothing to learn here; keeps the graph connected
+        return -torch.log(probability[reachable]).mean(), scores
 
     def training_step(self, batch: HoleBatch, batch_idx: int) -> torch.Tensor | None:
         if len(batch.hole_nodes) == 0:

@@ -64,12 +64,17 @@ def _grouped_softmax(scores: torch.Tensor, groups: torch.Tensor, n_groups: int) 
     return weights / totals[groups]
 
 
-def target_log_prob(
+def target_probability(
     scores: HoleScores, target_ids: torch.Tensor, pair_hole: torch.Tensor, pair_match: torch.Tensor, unk_id: int
-) -> torch.Tensor:
-    """(H,) log P(hidden text): generated (if in the vocabulary) or copied from a matching occurrence.
-    A text neither in the vocabulary nor in the file has probability 0 (-inf)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H,) P(hidden text), generated (if in the vocabulary) or copied from a matching occurrence, and
+    (H,) whether the text is reachable at all; an unreachable text has probability 0.
+
+    Take the log of the reachable ones only: log(0) would put 0/0 into the gradients of the others.
+    """
+    in_vocab = target_ids != unk_id
     generate = scores.gate * scores.vocab_log_probs.gather(1, target_ids[:, None]).squeeze(1).exp()
-    generate = torch.where(target_ids == unk_id, torch.zeros_like(generate), generate)
+    generate = torch.where(in_vocab, generate, torch.zeros_like(generate))
     copied = torch.zeros_like(generate).index_add(0, pair_hole, scores.copy_attention * pair_match.float())
-    return torch.log(generate + (1 - scores.gate) * copied)
+    copyable = torch.zeros(len(target_ids), device=target_ids.device).index_add(0, pair_hole, pair_match.float()) > 0
+    return generate + (1 - scores.gate) * copied, in_vocab | copyable
