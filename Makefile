@@ -18,10 +18,13 @@ demo: $(STAMP)
 	$(VENV)/bin/codecomp-data recipe=small
 	$(VENV)/bin/codecomp-train experiment=char_lstm_quick
 	$(VENV)/bin/codecomp-eval ckpt_path=checkpoints/char_lstm_quick/best.ckpt
+	$(VENV)/bin/codecomp-train experiment=tree_lstm_quick
+	$(VENV)/bin/codecomp-eval ckpt_path=checkpoints/tree_lstm_quick/best.ckpt
 	@echo
 	@echo "corpus:      data/small (stats.json, manifest.json)"
-	@echo "checkpoints: checkpoints/char_lstm_quick/ (best.ckpt, last.ckpt)"
-	@echo "metrics:     $$(ls -td logs/eval/small-test/*/ | head -1)metrics.json"
+	@echo "checkpoints: checkpoints/char_lstm_quick/ and checkpoints/tree_lstm_quick/ (best.ckpt, last.ckpt)"
+	@echo "metrics:     $$(ls -td logs/eval/small-test/*/ | sed -n 2p)metrics.json (Char-LSTM)"
+	@echo "             $$(ls -td logs/eval/small-test/*/ | head -1)metrics.json (Tree-LSTM)"
 	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir logs/tensorboard"
 
 test: $(STAMP)
@@ -43,6 +46,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.parse_throughput
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.decode_latency
+	$(PY) -m benchmarks.tree_lstm_speed
+	$(PY) -m benchmarks.hole_latency
 
 clean:
 	rm -rf $(VENV) logs outputs multirun .pytest_cache

@@ -10,27 +10,15 @@ the same time per step, but may stop a line sooner.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
+from benchmarks.timing import median_ms
 from codecomp.inference.char_lstm import CharLSTMCompleter
 from codecomp.inference.types import CompletionRequest
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
 
 PREFIX = b"function render(items, options) {\n  const result = [];\n  for (const item of items) {\n    result."
-
-
-def _median_ms(repeat: int, work: Callable[[], object]) -> float:
-    work()  # warm-up
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -50,14 +38,14 @@ def main() -> None:
         for batch in (1, 8, 32):
             tokens = torch.zeros(batch, 1, dtype=torch.long)
             state = model.zero_state(batch)
-            step = _median_ms(args.repeat * 5, lambda: model(tokens, state))  # noqa: B023
+            step = median_ms(args.repeat * 5, lambda: model(tokens, state))  # noqa: B023
             print(f"decode step, batch {batch:>2}: {step:7.3f} ms  ({step / batch:.3f} ms per sequence)")
     request = CompletionRequest(PREFIX, "javascript")
-    encode = _median_ms(args.repeat, lambda: completer.encode([request.prefix], [request.language]))
+    encode = median_ms(args.repeat, lambda: completer.encode([request.prefix], [request.language]))
     state = completer.encode([request.prefix], [request.language])
-    forty_greedy = _median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=1))
-    forty_beam = _median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=4))
-    end_to_end = _median_ms(args.repeat, lambda: _forty(completer, request, None, beam_size=4))
+    forty_greedy = median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=1))
+    forty_beam = median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=4))
+    end_to_end = median_ms(args.repeat, lambda: _forty(completer, request, None, beam_size=4))
     print(f"read the {len(PREFIX)}-byte prefix:          {encode:7.2f} ms")
     print(f"40 characters, greedy, prefix read:    {forty_greedy:7.2f} ms")
     print(f"40 characters, beam 4, prefix read:    {forty_beam:7.2f} ms")

@@ -79,9 +79,8 @@ def evaluate_char(cfg: DictConfig) -> dict[str, Any]:
         for language in cfg.languages
     }
     baseline = f"{'modified ' if settings.ngram_discount is None else ''}Kneser-Ney char {settings.ngram_order}-gram"
-    for result in results.values():
-        result["baseline_name"] = f"{baseline}, fit on the train split in this run"
-    return results
+    return {language: {**result, "baseline_name": f"{baseline}, fit on the train split in this run"}
+            for language, result in results.items()}  # fmt: skip
 
 
 def _to_tensorboard(report: dict[str, Any], log_dir: Path) -> None:

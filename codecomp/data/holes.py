@@ -93,7 +93,11 @@ def collate_holes(
     kind_ids, value_ids = zip(*(vocab.encode(example.tree) for example in examples), strict=True)
     trees = TreeBatch.from_trees([e.tree for e in examples], list(kind_ids), list(value_ids))
     offsets = trees.tree_ptr.tolist()
-    hole_nodes, hole_tree, occurrence_nodes, occurrence_texts, targets = [], [], [], [], []
+    hole_nodes: list[int] = []
+    hole_tree: list[int] = []
+    occurrence_nodes: list[int] = []
+    occurrence_texts: list[str] = []
+    targets: list[str] = []
     pair_hole, pair_occurrence, pair_match = [], [], []
     for index, example in enumerate(examples):
         first_hole, first_occurrence = len(hole_nodes), len(occurrence_nodes)

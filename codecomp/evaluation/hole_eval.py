@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,12 @@ class EvalHole:
 
 
 def sample_eval_holes(
-    corpus: Path, split: str, language: str, target_kinds: dict, count: int, seed: int
+    corpus: Path, split: str, language: str, target_kinds: Mapping[str, Sequence[str]], count: int, seed: int
 ) -> list[EvalHole]:
     """`count` target leaves drawn uniformly from all target leaves of the split's trees."""
     trees, texts = TreeShard(corpus / split / language), TextShard(corpus / split / language)
     names = kind_names(language)
-    candidates = []
+    candidates: list[tuple[int, int]] = []
     for t in range(len(trees)):
         tree = trees.tree(t)
         candidates.extend((t, int(leaf)) for leaf in target_leaves(tree, target_kinds))
@@ -58,7 +58,7 @@ def sample_eval_holes(
     return holes
 
 
-def train_frequency(corpus: Path, language: str, target_kinds: dict) -> dict[str, list[str]]:
+def train_frequency(corpus: Path, language: str, target_kinds: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """The most frequent texts of each target kind in the train split, best first (top 10)."""
     shard = TreeShard(corpus / "train" / language)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
@@ -89,14 +89,15 @@ def scores_of(rankings: Sequence[Sequence[str]], holes: Sequence[EvalHole]) -> d
 
 def summarise(per_hole: dict[str, list[float]], holes: Sequence[EvalHole]) -> dict[str, Any]:
     """Means in percent (MRR as 0-1) overall and per leaf kind."""
-    summary: dict[str, Any] = {m: 100.0 * float(np.mean(v)) if m != "mrr" else float(np.mean(v))
-                               for m, v in per_hole.items()}  # fmt: skip
-    by_kind: dict[str, Any] = {}
+
+    def means(index: Sequence[int]) -> dict[str, float]:
+        return {m: (1.0 if m == "mrr" else 100.0) * float(np.mean([v[i] for i in index])) for m, v in per_hole.items()}
+
+    summary: dict[str, Any] = means(range(len(holes)))
+    summary["by_kind"] = {}
     for kind in sorted({h.kind for h in holes}):
         index = [i for i, h in enumerate(holes) if h.kind == kind]
-        by_kind[kind] = {"holes": len(index), **{m: (100.0 if m != "mrr" else 1.0) * float(np.mean([v[i] for i in index]))
-                                                 for m, v in per_hole.items()}}  # fmt: skip
-    summary["by_kind"] = by_kind
+        summary["by_kind"][kind] = {"holes": len(index), **means(index)}
     return summary
 
 

@@ -36,7 +36,9 @@ class HoleRequest:
 class HoleModel(torch.nn.Module):
     """Encoder and head together: the network a TreeLSTMModule trains and a completer runs."""
 
-    def __init__(self, n_kinds: int, n_values: int, embed_dim: int, hidden: int, pointer_dim: int, upward_only: bool):
+    def __init__(
+        self, n_kinds: int, n_values: int, embed_dim: int, hidden: int, pointer_dim: int, upward_only: bool
+    ) -> None:
         super().__init__()
         self.encoder = BiTreeEncoder(n_kinds, n_values, embed_dim, hidden, upward_only=upward_only)
         self.head = PointerGeneratorHead(self.encoder.output_dim, n_values, pointer_dim)

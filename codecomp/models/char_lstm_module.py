@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +14,7 @@ from codecomp.data.char_vocab import PAD_ID, VOCAB_SIZE
 from codecomp.inference.char_lstm import FAMILY, CharLSTMCompleter
 from codecomp.inference.checkpoint import CODECOMP_KEY
 from codecomp.inference.types import CompletionRequest
+from codecomp.models.base import CodecompModule
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
 from codecomp.parsing import grammar_versions
 
@@ -29,7 +29,7 @@ SAMPLE_PROMPTS = (
 )
 
 
-class CharLSTMModule(pl.LightningModule):
+class CharLSTMModule(CodecompModule):
     """Trains a CharLSTM with cross-entropy on the next symbol; logs loss and bits per character.
 
     Args:
@@ -49,13 +49,11 @@ class CharLSTMModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler, hparam_metrics=("val/bpc", "test/bpc"))
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.model_config = CharLSTMConfig(embed_dim, hidden, layers, dropout, VOCAB_SIZE)
         self.model = CharLSTM(self.model_config)
         self.languages = list(languages)
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-3))
-        self.scheduler_factory = scheduler
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)[0]
@@ -96,17 +94,6 @@ class CharLSTMModule(pl.LightningModule):
             text = candidates[0].text.decode("utf-8", "replace") if candidates else ""
             lines.append(f"**{language}** `{prompt.decode()[-40:]!r}` → `{text!r}`")
         experiment.add_text("val/samples", "  \n".join(lines), self.global_step)  # type: ignore[union-attr]
-
-    def on_train_start(self) -> None:
-        if self.logger is not None:  # the hparams tab shows these metrics next to the hyper-parameters
-            self.logger.log_hyperparams(self.hparams, {"val/bpc": float("nan"), "test/bpc": float("nan")})  # type: ignore[arg-type]
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make the checkpoint self-describing: serve and eval load it with no config at hand."""

@@ -6,18 +6,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleBatch
 from codecomp.data.tree_vocab import TreeVocab
 from codecomp.inference.checkpoint import CODECOMP_KEY
 from codecomp.inference.tree_lstm import FAMILY, HoleModel, rank_holes
+from codecomp.models.base import CodecompModule
 from codecomp.models.components.hole_head import target_probability
 from codecomp.parsing import grammar_versions
 
 
-class TreeLSTMModule(pl.LightningModule):
+class TreeLSTMModule(CodecompModule):
     """Args:
     corpus: the corpus whose train-split vocabularies the model uses (stored in checkpoints).
     languages: languages of the one model; target_kinds: leaf kinds it predicts, per language.
@@ -37,15 +37,13 @@ class TreeLSTMModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler, hparam_metrics=("val/top1", "test/top1"))
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.vocab = TreeVocab.from_corpus(Path(corpus), languages)
         self.target_kinds = {k: list(v) for k, v in (target_kinds or DEFAULT_TARGET_KINDS).items()}
-        self.model_config = {"embed_dim": embed_dim, "hidden": hidden, "pointer_dim": pointer_dim,
+        self.model_config: dict[str, Any] = {"embed_dim": embed_dim, "hidden": hidden, "pointer_dim": pointer_dim,
                              "upward_only": upward_only}  # fmt: skip
         self.model = HoleModel(len(self.vocab.kinds), len(self.vocab.values), **self.model_config)
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=2e-3))
-        self.scheduler_factory = scheduler
 
     def model_step(self, batch: HoleBatch) -> tuple[torch.Tensor, Any]:
         """Mean negative log-likelihood of the hidden texts that can be predicted (in the vocabulary
@@ -90,17 +88,6 @@ class TreeLSTMModule(pl.LightningModule):
 
     def transfer_batch_to_device(self, batch: HoleBatch, device: torch.device, dataloader_idx: int) -> HoleBatch:
         return batch.to(device)
-
-    def on_train_start(self) -> None:
-        if self.logger is not None:
-            self.logger.log_hyperparams(self.hparams, {"val/top1": float("nan"), "test/top1": float("nan")})  # type: ignore[arg-type]
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CODECOMP_KEY] = {
