@@ -53,6 +53,10 @@ class ChildSumCell(nn.Module):
             (h, c), each (N, H).
         """
         n = x.shape[0]
+        if child_h.shape[0] == 0:  # leaves (the whole lowest level): h̃ = 0 and nothing to forget
+            i, o, u = self.W_iou(x).chunk(3, dim=1)  # (N, H) each
+            c = torch.sigmoid(i) * torch.tanh(u)  # (N, H)
+            return torch.sigmoid(o) * torch.tanh(c), c
         # index_add_ on fresh zeros is autograd-safe: its backward needs only `parent`.
         h_sum = child_h.new_zeros(n, self.hidden).index_add_(0, parent, child_h)  # (N, H)
         i, o, u = (self.W_iou(x) + self.U_iou(h_sum)).chunk(3, dim=1)  # (N, H) each
