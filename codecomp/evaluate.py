@@ -1,7 +1,7 @@
 """`codecomp-eval`: evaluate a checkpoint on held-out projects against baselines (conf/eval.yaml).
 
     codecomp-eval ckpt_path=checkpoints/char_lstm_quick/best.ckpt
-    codecomp-eval ckpt_path=... recipe=full split=valid max_documents=200
+    codecomp-eval ckpt_path=... corpus_name=full split=valid max_documents=200
 
 Writes metrics.json to the run folder and scalars to TensorBoard (logs/tensorboard/eval), and prints
 a table. Deterministic for a fixed seed.

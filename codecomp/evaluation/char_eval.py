@@ -36,7 +36,12 @@ def evaluate_language(
     completer: CharLSTMCompleter, corpus: Path, split: str, language: str, settings: CharEvalSettings
 ) -> dict[str, dict[str, Any]]:
     """Metrics of the model and of the baseline on one language's held-out files, and their ratios."""
-    documents = list(TextShard(corpus / split / language))[: settings.max_documents]
+    shard = TextShard(corpus / split / language)
+    chosen = range(len(shard))
+    if settings.max_documents is not None and settings.max_documents < len(shard):  # a seeded sample of all files
+        rng = np.random.default_rng(settings.seed)
+        chosen = sorted(rng.choice(len(shard), size=settings.max_documents, replace=False).tolist())
+    documents = [shard.document(i) for i in chosen]
     log.info("%s: fitting the %d-gram baseline on the train split", language, settings.ngram_order)
     ngram = CharNGram(settings.ngram_order, settings.ngram_discount).fit(TextShard(corpus / "train" / language))
 
