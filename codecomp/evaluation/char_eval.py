@@ -37,7 +37,7 @@ def evaluate_language(
 ) -> dict[str, dict[str, Any]]:
     """Metrics of the model and of the baseline on one language's held-out files, and their ratios."""
     shard = TextShard(corpus / split / language)
-    chosen = range(len(shard))
+    chosen: Sequence[int] = range(len(shard))
     if settings.max_documents is not None and settings.max_documents < len(shard):  # a seeded sample of all files
         rng = np.random.default_rng(settings.seed)
         chosen = sorted(rng.choice(len(shard), size=settings.max_documents, replace=False).tolist())
