@@ -4,7 +4,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: demo test test-full lint format bench clean
+SERVE_URL := http://127.0.0.1:8000
+
+.PHONY: demo serve stop test test-full lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,20 @@ demo: $(STAMP)
 	@echo "metrics:     $$(ls -td logs/eval/small-test/*/ | sed -n 2p)metrics.json (Char-LSTM)"
 	@echo "             $$(ls -td logs/eval/small-test/*/ | head -1)metrics.json (Tree-LSTM)"
 	@echo "TensorBoard: $(VENV)/bin/tensorboard --logdir logs/tensorboard"
+	@$(MAKE) --no-print-directory serve
+
+# The completion server in the background with the default checkpoints, and one request to it.
+serve: $(STAMP) stop
+	@mkdir -p logs
+	@$(VENV)/bin/codecomp-serve > logs/serve.log 2>&1 & echo $$! > logs/serve.pid
+	@$(PY) -m serve.launch $(SERVE_URL) > /dev/null || (cat logs/serve.log; exit 1)
+	curl -s $(SERVE_URL)/v1/completions -H 'Content-Type: application/json' \
+	  -d '{"language": "javascript", "segments": {"prefix": "function add(a, b) {\n  return ", "suffix": "\n}\n"}}'
+	@echo
+	@echo "server:      $(SERVE_URL) (pid $$(cat logs/serve.pid), log logs/serve.log, API docs $(SERVE_URL)/docs); make stop"
+
+stop:
+	@if [ -f logs/serve.pid ]; then kill $$(cat logs/serve.pid) 2>/dev/null || true; rm -f logs/serve.pid; sleep 1; fi
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -m "not slow" -q
@@ -48,6 +64,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.decode_latency
 	$(PY) -m benchmarks.tree_lstm_speed
 	$(PY) -m benchmarks.hole_latency
+	$(PY) -m benchmarks.serve_load
 
 clean:
 	rm -rf $(VENV) logs outputs multirun .pytest_cache

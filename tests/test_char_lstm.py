@@ -36,6 +36,18 @@ def test_incremental_state_equals_encoding_from_scratch(completer):
     torch.testing.assert_close(advanced.c, fresh.c, atol=1e-5, rtol=0)
 
 
+def test_batched_advance_matches_encoding_from_scratch(completer):
+    prefixes = [PREFIX, b"int main() {", b"x"]
+    languages = ["javascript", "cpp", "javascript"]
+    texts = [b" + b", b"", b"yz = 1;\n"]  # different lengths, one empty
+    advanced = completer.advance_many(completer.encode(prefixes, languages), texts)
+    for prefix, text, language, state in zip(prefixes, texts, languages, advanced, strict=True):
+        fresh = completer.encode([prefix + text], [language])[0]
+        assert state.length == fresh.length
+        torch.testing.assert_close(state.log_probs, fresh.log_probs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(state.h, fresh.h, atol=1e-5, rtol=0)
+
+
 def test_batched_encoding_matches_one_at_a_time(completer):
     prefixes = [b"x", PREFIX, b"int main() {", b"a" * 300]
     languages = ["javascript", "javascript", "cpp", "cpp"]
@@ -67,6 +79,47 @@ def test_beam_search_bounds_and_order(completer):
     assert completer.complete([], k=1) == []
     with pytest.raises(ValueError):
         completer.complete(requests, k=0)
+
+
+def reference_beam_search(completer, request, k, beam_size, max_chars):
+    """The same search one hypothesis at a time, with `advance` in plain Python: what `complete` batches."""
+    state = completer.encode([request.prefix], [request.language])[0]
+    live, finished = [(b"", 0.0, state)], []
+    for _ in range(max_chars):
+        expansions = sorted(
+            ((score + float(hyp.log_probs[symbol]), text, symbol, hyp) for text, score, hyp in live
+             for symbol in range(EOF_ID + 1)), key=lambda e: -e[0],
+        )[: 2 * beam_size]  # fmt: skip
+        kept = []
+        for score, text, symbol, hyp in expansions:
+            if symbol in (ord("\n"), EOF_ID):
+                finished.append((text, score, True))
+            elif len(kept) < beam_size:
+                kept.append((text + bytes([symbol]), score, completer.advance(hyp, bytes([symbol]))))
+        done = sorted((s for _, s, _ in finished), reverse=True)
+        live = kept
+        if len(done) >= k and done[k - 1] >= max(s for _, s, _ in kept):
+            live = []
+        if not live:
+            break
+    finished += [(text, score, False) for text, score, _ in live]
+    best, seen = [], set()
+    for text, score, complete in sorted(finished, key=lambda f: -f[1]):
+        if text not in seen:
+            seen.add(text)
+            best.append((text, score, complete))
+    return best[:k]
+
+
+def test_batched_beam_search_matches_the_reference(completer):
+    requests = [CompletionRequest(PREFIX, "javascript"), CompletionRequest(b"int x = ", "cpp"),
+                CompletionRequest(b"x", "javascript")]  # fmt: skip
+    for k, beam_size, max_chars in [(3, 4, 6), (1, 1, 5), (2, 3, 4)]:
+        results = completer.complete(requests, k=k, beam_size=beam_size, max_chars=max_chars)
+        for request, candidates in zip(requests, results, strict=True):
+            expected = reference_beam_search(completer, request, k, beam_size, max_chars)
+            assert [(c.text, c.complete) for c in candidates] == [(t, f) for t, _, f in expected]
+            np.testing.assert_allclose([c.log_prob for c in candidates], [s for _, s, _ in expected], atol=1e-4)
 
 
 def test_past_deadline_returns_partial_answers(completer):

@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from codecomp.data.char_vocab import EOF_ID, PAD_ID, encode_document
 from codecomp.inference.checkpoint import load_checkpoint, model_state
 from codecomp.inference.types import Candidate, CompletionRequest
-from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
+from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig, LSTMState
 
 FAMILY = "char_lstm"
 _NEWLINE = ord("\n")
@@ -49,6 +49,7 @@ class CharLSTMCompleter:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.max_context = max_context
+        self._cell_weights: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> CharLSTMCompleter:  # type: ignore[no-untyped-def]
@@ -79,12 +80,25 @@ class CharLSTMCompleter:
     @torch.inference_mode()
     def advance(self, state: CharState, text: bytes) -> CharState:
         """The state after also reading `text`: costs len(text) steps, not the whole prefix."""
-        if not text:
-            return state
-        tokens = torch.frombuffer(bytearray(text), dtype=torch.uint8).long().to(self.device)[None]  # (1, T)
-        hidden, (h, c) = self.model.lstm(self.model.embed(tokens), (state.h[:, None], state.c[:, None]))
-        log_probs = torch.log_softmax(self.model.head(hidden[0, -1]), dim=-1)
-        return CharState(h[:, 0], c[:, 0], log_probs, state.length + len(text))
+        return self.advance_many([state], [text])[0]
+
+    @torch.inference_mode()
+    def advance_many(self, states: Sequence[CharState], texts: Sequence[bytes]) -> list[CharState]:
+        """`advance` for many states at once, in one batched pass over the longest text."""
+        rows = [i for i, text in enumerate(texts) if text]
+        advanced = list(states)
+        if not rows:
+            return advanced
+        sequences = [torch.frombuffer(bytearray(texts[i]), dtype=torch.uint8).long() for i in rows]
+        lengths = torch.tensor([len(s) for s in sequences])
+        tokens = pad_sequence(sequences, batch_first=True, padding_value=PAD_ID).to(self.device)  # (B, T)
+        packed = pack_padded_sequence(self.model.embed(tokens), lengths, batch_first=True, enforce_sorted=False)
+        start = (torch.stack([states[i].h for i in rows], 1), torch.stack([states[i].c for i in rows], 1))
+        _, (h, c) = self.model.lstm(packed, start)  # (layers, B, H) each, in the order of `rows`
+        log_probs = torch.log_softmax(self.model.head(h[-1]), dim=-1)  # (B, V)
+        for j, i in enumerate(rows):
+            advanced[i] = CharState(h[:, j], c[:, j], log_probs[j], states[i].length + len(texts[i]))
+        return advanced
 
     # -- completing lines --------------------------------------------------------------------------
 
@@ -119,9 +133,30 @@ class CharLSTMCompleter:
             if not beams.active or (deadline is not None and time.monotonic() >= deadline):
                 break
             tokens = beams.step()
-            hidden, beams.state = self.model.lstm(self.model.embed(tokens[:, None]), beams.state)
-            beams.log_probs = torch.log_softmax(self.model.head(hidden[:, 0]), dim=-1)
+            beams.log_probs, beams.state = self._step(tokens, beams.state)
         return beams.results()
+
+    def _step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, LSTMState]:
+        """One character for every row: the LSTM cell written out, since at one time step `nn.LSTM`'s
+        own call costs more than its arithmetic. Returns (N, V) log-probabilities and the new state."""
+        if self._cell_weights is None:
+            lstm = self.model.lstm
+            self._cell_weights = [
+                (getattr(lstm, f"weight_ih_l{i}").t(), getattr(lstm, f"weight_hh_l{i}").t(),
+                 getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}"))
+                for i in range(lstm.num_layers)
+            ]  # fmt: skip
+        h, c = state  # (layers, N, H) each
+        x = self.model.embed(tokens)  # (N, E)
+        new_h, new_c = [], []
+        for layer, (w_ih, w_hh, bias) in enumerate(self._cell_weights):
+            gates = torch.addmm(bias, x, w_ih).addmm_(h[layer], w_hh)  # (N, 4H): input, forget, cell, output
+            i, f, g, o = gates.chunk(4, dim=1)
+            cell = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(cell)  # (N, H); dropout is off in evaluation
+            new_h.append(x)
+            new_c.append(cell)
+        return torch.log_softmax(self.model.head(x), dim=-1), (torch.stack(new_h), torch.stack(new_c))
 
     # -- scoring documents (evaluation) ------------------------------------------------------------
 
@@ -154,56 +189,62 @@ class CharLSTMCompleter:
 
 
 class _Beams:
-    """Beam-search bookkeeping for many requests at once; the hypotheses of all requests share one
-    batch dimension of the LSTM state."""
+    """Beam search for many requests at once, in tensors: each live request owns `beam_size` rows of
+    the LSTM state, and a request leaves the batch as soon as its top k can no longer change."""
 
     def __init__(self, states: Sequence[CharState], beam_size: int, k: int) -> None:
-        self.beam_size, self.k = beam_size, k
-        self.owner = list(range(len(states)))  # request of each active hypothesis
-        self.texts = [b""] * len(states)
-        self.scores = [0.0] * len(states)
-        self.state = (torch.stack([s.h for s in states], 1), torch.stack([s.c for s in states], 1))
-        self.log_probs = torch.stack([s.log_probs for s in states])  # (N, V)
+        self.width, self.k = beam_size, k
+        n, device = len(states), states[0].log_probs.device
+        self.request = torch.arange(n)  # (A,) the live requests
+        # Row 0 of each request holds its state; the others start at -inf, so step one expands row 0 only.
+        self.scores = torch.full((n, beam_size), -math.inf)
+        self.scores[:, 0] = 0.0
+        repeat = lambda t: t.repeat_interleave(beam_size, dim=-2)  # noqa: E731
+        self.state = (repeat(torch.stack([s.h for s in states], 1)), repeat(torch.stack([s.c for s in states], 1)))
+        self.log_probs = repeat(torch.stack([s.log_probs for s in states]))  # (A * W, V)
+        self.history = torch.zeros(n, beam_size, 0, dtype=torch.uint8)  # (A, W, T) bytes chosen so far
         self.finished: list[list[Candidate]] = [[] for _ in states]
+        self.kth_best = torch.full((n,), -math.inf)  # per request: the k-th best finished score
+        self.device = device
 
     @property
     def active(self) -> bool:
-        return bool(self.owner)
+        return len(self.request) > 0
 
     def step(self) -> torch.Tensor:
-        """Extend every request's hypotheses by one symbol; returns the new bytes to feed, (N,)."""
-        scores = self.log_probs[:, : EOF_ID + 1].float().cpu() + torch.tensor(self.scores)[:, None]  # (N, 257)
-        by_request: dict[int, list[int]] = {}
-        for row, request in enumerate(self.owner):
-            by_request.setdefault(request, []).append(row)
-        parents, owner, texts, new_scores, tokens = [], [], [], [], []
-        for request, rows in by_request.items():
-            flat = scores[rows].flatten()
-            top = torch.topk(flat, min(len(flat), self.beam_size * 2))
-            kept = 0
-            for score, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-                row, symbol = rows[index // (EOF_ID + 1)], index % (EOF_ID + 1)
-                if symbol in (_NEWLINE, EOF_ID):
-                    self.finished[request].append(Candidate(self.texts[row], score, True))
-                elif kept < self.beam_size:
-                    parents.append(row)
-                    owner.append(request)
-                    texts.append(self.texts[row] + bytes([symbol]))
-                    new_scores.append(score)
-                    tokens.append(symbol)
-                    kept += 1
-            done = sorted((c.log_prob for c in self.finished[request]), reverse=True)
-            if len(done) >= self.k and kept and done[self.k - 1] >= max(new_scores[-kept:]):
-                # Scores only fall as text grows: no active hypothesis can still enter the top k.
-                del parents[-kept:], owner[-kept:], texts[-kept:], new_scores[-kept:], tokens[-kept:]
-        self.owner, self.texts, self.scores = owner, texts, new_scores
-        index = torch.tensor(parents, dtype=torch.long, device=self.log_probs.device)
-        self.state = (self.state[0][:, index], self.state[1][:, index])
-        return torch.tensor(tokens, dtype=torch.long, device=self.log_probs.device)
+        """Extend every live request's hypotheses by one byte; returns the bytes to feed, (A' * W,)."""
+        n_live, width, symbols = len(self.request), self.width, EOF_ID + 1
+        log_probs = self.log_probs[:, :symbols].float().cpu().view(n_live, width, symbols)
+        total = (self.scores[:, :, None] + log_probs).view(n_live, width * symbols)  # (A, W * 257)
+        values, index = total.topk(min(2 * width, width * symbols), dim=1)  # enough to keep W that go on
+        parent, symbol = index // symbols, index % symbols
+        ends = ((symbol == _NEWLINE) | (symbol == EOF_ID)) & (values > -math.inf)
+        for row, column in ends.nonzero().tolist():
+            request = int(self.request[row])
+            text = bytes(self.history[row, parent[row, column]].tolist())
+            self.finished[request].append(Candidate(text, float(values[row, column]), True))
+            scores = sorted((c.log_prob for c in self.finished[request]), reverse=True)
+            if len(scores) >= self.k:
+                self.kth_best[request] = scores[self.k - 1]
+        kept_values, kept = values.masked_fill(ends, -math.inf).topk(width, dim=1)  # (A, W)
+        kept_parent, kept_symbol = parent.gather(1, kept), symbol.gather(1, kept)
+        # Scores only fall as text grows: once k finished lines beat every live one, the request is done.
+        live = kept_values.max(dim=1).values > self.kth_best[self.request]
+        rows = (torch.arange(n_live)[:, None] * width + kept_parent)[live].flatten()  # parents' rows, (A' * W,)
+        length = self.history.shape[2]
+        parents_history = self.history.reshape(n_live * width, length)[rows].view(len(rows) // width, width, length)
+        self.history = torch.cat([parents_history, kept_symbol[live].to(torch.uint8)[:, :, None]], dim=2)
+        self.request, self.scores = self.request[live], kept_values[live]
+        rows = rows.to(self.device)
+        self.state = (self.state[0][:, rows], self.state[1][:, rows])
+        return kept_symbol[live].flatten().to(self.device)
 
     def results(self) -> list[list[Candidate]]:
-        for row, request in enumerate(self.owner):  # cut short by max_chars or the deadline
-            self.finished[request].append(Candidate(self.texts[row], self.scores[row], False))
+        for row, request in enumerate(self.request.tolist()):  # cut short by max_chars or the deadline
+            for column in range(self.width):
+                if self.scores[row, column] > -math.inf:
+                    text = bytes(self.history[row, column].tolist())
+                    self.finished[request].append(Candidate(text, float(self.scores[row, column]), False))
         ranked = []
         for candidates in self.finished:
             seen: set[bytes] = set()

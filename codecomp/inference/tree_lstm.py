@@ -33,6 +33,10 @@ class HoleRequest:
     language: str
 
 
+class NoHole(ValueError):
+    """The cursor is not where an identifier can stand (inside a string or a comment, say)."""
+
+
 class HoleModel(torch.nn.Module):
     """Encoder and head together: the network a TreeLSTMModule trains and a completer runs."""
 
@@ -119,7 +123,7 @@ class TreeLSTMCompleter:
         tree = parse(source, request.language)
         leaf = leaf_at(tree, start + len(PLACEHOLDER))
         if leaf is None or tree.value(leaf.node) != PLACEHOLDER.decode():
-            raise ValueError("the cursor is not where an identifier can stand")
+            raise NoHole("the cursor is not where an identifier can stand")
         return make_holes(tree, np.array([leaf.node])), partial
 
     @torch.inference_mode()
@@ -128,6 +132,11 @@ class TreeLSTMCompleter:
         if not requests:
             return []
         examples, partials = zip(*(self.hole_example(r) for r in requests), strict=True)
+        return self.rank(examples, partials, k)
+
+    @torch.inference_mode()
+    def rank(self, examples: Sequence[HoleExample], partials: Sequence[bytes], k: int = 5) -> list[list[Candidate]]:
+        """Top-k candidates for holes already made by `hole_example`, in one batched pass."""
         batch = collate_holes(examples, self.vocab, self.target_kinds).to(self.device)
         return rank_holes(self.model(batch), batch, self.vocab, k, partials)
 

@@ -1,0 +1,268 @@
+"""Serving under realistic editing load: capacity at the latency objective, ablations, large files,
+a container killed under load, and overload.
+
+    python -m benchmarks.serve_load [--corpus data/small] [--editors 32] [--seconds 12] [--quick]
+
+Each trial starts `codecomp-serve` afresh (cold caches) with the default checkpoints, and replays
+simulated editors typing held-out files of the corpus (`serve/loadgen.py`) against it; the load
+generator runs in this process, on the same machine. Capacity at the objective is the highest
+request rate at which p99 end-to-end latency stays within the objective and at most 5% of requests
+are degraded, shed or failed, found by doubling and halving the rate, then one geometric bisection.
+Configurations, on the same trace: the full system, batching off (batch size 1), prediction caches
+off, and a fixed batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serve.launch import ServerProcess
+from serve.loadgen import (
+    TraceConfig,
+    build_trace,
+    documents_from_corpus,
+    meets_objective,
+    replay,
+    scale_trace,
+    summarize,
+)
+
+CONFIGURATIONS = {
+    "full system": [],
+    "batching off": [f"models.{m}.batching.{k}" for m in ("char", "tree") for k in ("max_batch=1", "fixed=true")],
+    "caches off": ["service.cache_bytes=0", "service.approx_entries=0"],
+    "fixed batch 16": [f"models.{m}.batching.{k}" for m in ("char", "tree") for k in ("max_batch=16", "fixed=true")],
+}
+
+
+@dataclasses.dataclass
+class Bench:
+    documents: list[tuple[str, bytes]]
+    editors: int
+    seconds: float
+    objective_ms: float
+    logs: Path
+    extra: list[str]  # overrides for every server (other checkpoints, say)
+
+    def server(self, overrides: Sequence[str], name: str) -> ServerProcess:
+        return ServerProcess([*self.extra, *overrides], log=self.logs / f"{name}.log")
+
+    def trace(self, factor: float, seed: int = 0) -> list[Any]:
+        """The editors' requests over `seconds`, typed `factor` times faster (factor x the request rate)."""
+        config = TraceConfig(editors=self.editors, duration_s=self.seconds * factor, seed=seed)
+        return scale_trace(build_trace(self.documents, config), factor)
+
+    def run(self, overrides: Sequence[str], factor: float, name: str) -> dict[str, Any]:
+        trace = self.trace(factor)
+        with self.server(overrides, f"{name}-x{factor:.3g}") as server:
+            outcomes = asyncio.run(replay(server.url, trace, timeout_s=5.0))
+            summary = summarize(outcomes, self.seconds)
+            summary["rate"] = len(trace) / self.seconds
+            summary["batch"] = mean_batch_sizes(httpx.get(f"{server.url}/metrics").text)
+            summary["meets"] = meets_objective(summary, self.objective_ms)
+            summary["outcomes"] = outcomes
+        print(f"  {name:<15} x{factor:<6.3g} {summary['rate']:7.1f} req/s  p99 {fmt(summary['p99_ms'])} ms  "
+              f"degraded+shed+errors {bad_share(summary):6.1%}  {'meets' if summary['meets'] else 'misses'}",
+              flush=True)  # fmt: skip
+        return summary
+
+    def capacity(self, overrides: Sequence[str], name: str, start: float = 1.0) -> tuple[float, dict[str, Any]]:
+        """The highest rate factor meeting the objective, and the summary of the trial at the base rate."""
+        results = {start: self.run(overrides, start, name)}
+        factor = start
+        step = 2.0 if results[start]["meets"] else 0.5
+        while 1 / 64 <= factor <= 64:
+            factor *= step
+            results[factor] = self.run(overrides, factor, name)
+            if results[factor]["meets"] != results[start]["meets"]:
+                break
+        passing = [f for f, r in results.items() if r["meets"]]
+        failing = [f for f, r in results.items() if not r["meets"]]
+        if passing and failing:
+            low, high = max(passing), min(f for f in failing if f > max(passing))
+            middle = math.sqrt(low * high)
+            results[middle] = self.run(overrides, middle, name)
+            passing = [f for f, r in results.items() if r["meets"]]
+        best = max(passing) if passing else 0.0
+        return (results[best]["rate"] if passing else 0.0), results[start]
+
+
+def mean_batch_sizes(metrics: str) -> dict[str, float]:
+    sums = dict(re.findall(r'codecomp_batch_size_sum\{model="(\w+)"\} ([\d.e+]+)', metrics))
+    counts = dict(re.findall(r'codecomp_batch_size_count\{model="(\w+)"\} ([\d.e+]+)', metrics))
+    return {m: float(sums[m]) / float(counts[m]) for m in sums if float(counts.get(m, 0))}
+
+
+def bad_share(summary: dict[str, Any]) -> float:
+    return (summary["degraded"] + summary["shed"] + summary["errors"]) / max(1, summary["count"])
+
+
+def fmt(value: float | None) -> str:
+    return "   -" if value is None else f"{value:6.1f}"
+
+
+def keystroke_latency(bench: Bench, documents: list[tuple[str, bytes]], keystrokes: int = 60) -> dict[str, float]:
+    """Median latency of a completion after each keystroke, typing the same last line of a ~1 KB and a
+    ~100 KB JavaScript file (one editor, one request per keystroke, each after the previous answer)."""
+    text = b""
+    for language, document in documents:
+        if language == "javascript":
+            text += document + b"\n"
+        if len(text) >= 100_000:
+            break
+    text = text[:100_000]
+    cut = text.rindex(b"\n", 0, len(text) - 200) + 1  # the line to type starts here
+    line = text[cut : text.index(b"\n", cut)] if b"\n" in text[cut:] else text[cut:]
+    small = text[cut - 1000 : cut]
+    results = {}
+    with bench.server([], "keystrokes") as server, httpx.Client(timeout=5) as client:
+        for name, before in (("1 KB", small), ("100 KB", text[:cut])):
+            times = []
+            for typed in range(min(keystrokes, len(line))):
+                prefix = (before + line[:typed]).decode("utf-8", "ignore")
+                body = {"language": "javascript", "segments": {"prefix": prefix, "suffix": "\n"}, "user": name}
+                started = time.perf_counter()
+                client.post(f"{server.url}/v1/completions", json=body).raise_for_status()
+                times.append(1000 * (time.perf_counter() - started))
+            results[name] = statistics.median(times[3:])  # the first requests read the whole window
+    return results
+
+
+def kill_under_load(bench: Bench, factor: float) -> dict[str, Any]:
+    """Replay at `factor`; a third of the way in, SIGKILL a Char-LSTM container and time its return."""
+    trace = bench.trace(factor, seed=1)
+    with bench.server([], "kill") as server:
+        url = server.url
+        victim = httpx.get(f"{url}/v1/models").json()["models"][0]["replicas"][0]
+        recovered: dict[str, float] = {}
+
+        def killer() -> None:
+            time.sleep(bench.seconds / 3)
+            os.kill(victim["pid"], signal.SIGKILL)
+            killed = time.monotonic()
+            while time.monotonic() - killed < 30:
+                replicas = httpx.get(f"{url}/v1/models").json()["models"][0]["replicas"]
+                if len(replicas) == 2 and victim["pid"] not in [r["pid"] for r in replicas]:
+                    recovered["seconds"] = time.monotonic() - killed
+                    return
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        outcomes = asyncio.run(replay(url, trace, timeout_s=5.0))
+        thread.join()
+        restarts = re.findall(
+            r'codecomp_container_restarts_total\{model="char"\} ([\d.]+)', httpx.get(f"{url}/metrics").text
+        )
+    latencies = [o.latency_s * 1000 for o in outcomes]
+    return {
+        "requests": len(outcomes),
+        "answered": sum(o.status == 200 for o in outcomes),
+        "within_objective": sum(o.status == 200 and o.latency_s * 1000 <= bench.objective_ms for o in outcomes),
+        "max_ms": max(latencies),
+        "degraded": sum(o.degraded for o in outcomes),
+        "back_after_s": recovered.get("seconds"),
+        "restarts_counted": float(restarts[0]) if restarts else 0.0,
+    }
+
+
+def overload(bench: Bench, factor: float) -> dict[str, Any]:
+    summary = bench.run([], factor, "overload")
+    outcomes = summary["outcomes"]
+    limit_s = 1.5 * bench.objective_ms / 1000
+    return {
+        "rate": summary["rate"],
+        "answered_within_1.5x": sum(o.status == 200 and o.latency_s <= limit_s for o in outcomes) / len(outcomes),
+        "shed_503": sum(o.status == 503 for o in outcomes) / len(outcomes),
+        "late_or_failed": sum(o.status not in (200, 503) or o.latency_s > limit_s for o in outcomes) / len(outcomes),
+        "p99_ms": summary["p99_ms"],
+    }
+
+
+def approx_audit(bench: Bench) -> dict[str, Any]:
+    """How often the approximate cache answers, and how often its answer differs from the model's."""
+    trace = bench.trace(1.0, seed=2)
+    with bench.server(["service.approx_audit=1.0"], "approx") as server:
+        outcomes = asyncio.run(replay(server.url, trace, timeout_s=5.0))
+        caches = httpx.get(f"{server.url}/v1/models").json()["caches"]
+    answers = sum(len(o.cache) for o in outcomes)
+    return {"audited_hits": caches["approx_audited"], "differing": caches["approx_differs"], "model_answers": answers}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=Path("data/small"))
+    parser.add_argument("--editors", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of each trial's trace")
+    parser.add_argument("--objective-ms", type=float, default=50.0, help="as service.objective_ms in conf/serve.yaml")
+    parser.add_argument("--quick", action="store_true", help="the full system and batching off only")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("overrides", nargs="*", help="for every server, e.g. models.char.checkpoint=PATH")
+    args = parser.parse_args()
+    documents = documents_from_corpus(args.corpus, "test")
+    logs = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    bench = Bench(documents, args.editors, args.seconds, args.objective_ms, logs, args.overrides)
+    print(f"{len(documents)} held-out files; {args.editors} editors; {args.seconds:g} s trials; server logs in {logs}")
+    names = ["full system", "batching off"] if args.quick else list(CONFIGURATIONS)
+    capacities, base = {}, {}
+    for name in names:
+        capacities[name], base[name] = bench.capacity(CONFIGURATIONS[name], name)
+    print(
+        f"\nAt {args.editors} editors (x1), and capacity at the objective (p99 <= {args.objective_ms:g} ms, <= 5% bad):"
+    )
+    print(f"{'configuration':<15} {'req/s':>6} {'p50':>6} {'p95':>6} {'p99':>6} {'cache':>6} {'degr.':>6} {'shed':>6} "
+          f"{'batch char/tree':>16} {'capacity':>9} {'x batching off':>15}")  # fmt: skip
+    for name in names:
+        s = base[name]
+        batch = "/".join(f"{s['batch'].get(m, 0):.1f}" for m in ("char", "tree"))
+        ratio = capacities[name] / capacities["batching off"] if capacities["batching off"] else float("inf")
+        print(f"{name:<15} {s['rate']:6.1f} {fmt(s['p50_ms'])} {fmt(s['p95_ms'])} {fmt(s['p99_ms'])} "
+              f"{s['cache_hit_share']:6.1%} {s['degraded_share']:6.1%} {s['shed_share']:6.1%} {batch:>16} "
+              f"{capacities[name]:9.1f} {ratio:15.1f}")  # fmt: skip
+    figures: dict[str, Any] = {"capacity": capacities}
+    keystrokes = keystroke_latency(bench, documents)
+    figures["keystroke_ms"] = keystrokes
+    print(f"\nPer-keystroke median latency: 1 KB file {keystrokes['1 KB']:.1f} ms, 100 KB file "
+          f"{keystrokes['100 KB']:.1f} ms, ratio {keystrokes['100 KB'] / keystrokes['1 KB']:.2f}")  # fmt: skip
+    base_factor = 1.0
+    killed = kill_under_load(bench, base_factor)
+    figures["sigkill"] = killed
+    print(f"\nSIGKILL of a Char-LSTM container at x{base_factor:g}: "
+          f"{killed['answered']}/{killed['requests']} answered, "
+          f"{killed['within_objective']} within {args.objective_ms:g} ms (max {killed['max_ms']:.0f} ms), "
+          f"{killed['degraded']} degraded; back after {killed['back_after_s']} s; restarts counted: "
+          f"{killed['restarts_counted']:g}")  # fmt: skip
+    capacity_factor = capacities["full system"] / base["full system"]["rate"] if base["full system"]["rate"] else 1
+    over = overload(bench, 4 * max(capacity_factor, 1 / 16))
+    figures["overload_4x"] = over
+    print(f"\nAt 4x capacity ({over['rate']:.0f} req/s): {over['answered_within_1.5x']:.1%} answered within "
+          f"{1.5 * args.objective_ms:g} ms, {over['shed_503']:.1%} shed with 503, {over['late_or_failed']:.1%} late "
+          f"or failed")  # fmt: skip
+    if not args.quick:
+        audit = approx_audit(bench)
+        figures["approx_audit"] = audit
+        print(f"\nApproximate cache at x1: {audit['audited_hits']} hits of {audit['model_answers']} model answers; "
+              f"{audit['differing']} differ from the model's own answer")  # fmt: skip
+    if args.json:
+        figures["base"] = {k: {f: v for f, v in s.items() if f != "outcomes"} for k, s in base.items()}
+        args.json.write_text(json.dumps(figures, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

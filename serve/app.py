@@ -1,0 +1,245 @@
+"""The HTTP API, compatible with Tabby's completion API so editor plugins built for it connect.
+
+    POST /v1/completions  {language, segments: {prefix, suffix, filepath?}, user?}  (or {language, document, cursor})
+    POST /v1/events       {type: view|select|dismiss, completion_id, choice_index}
+    GET  /v1/health, GET /v1/models, GET /metrics (Prometheus); OpenAPI at /docs.
+
+Bad input gets a 4xx with `{"error": ...}`, never a 5xx: malformed JSON, wrong types, an unknown
+language, an oversized body, text that is not UTF-8, a cursor outside the document.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.server import LANGUAGE_ALIASES, Server
+from serve.service import CompletionInput, Overloaded
+from serve.store import Event
+
+log = logging.getLogger(__name__)
+
+
+class Segments(BaseModel):
+    prefix: str = ""
+    suffix: str = ""
+    filepath: str | None = None
+
+
+class CompletionBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # Tabby clients send more (git_url, declarations, ...)
+
+    language: str
+    segments: Segments | None = None
+    document: str | None = Field(None, description="instead of segments: the whole document ...")
+    cursor: int | None = Field(None, description="... and the cursor, a UTF-8 byte offset into it")
+    user: str | None = None
+    deadline_ms: float | None = Field(None, gt=0, description="answer within this (at most the objective)")
+
+
+class ChoiceOut(BaseModel):
+    index: int
+    text: str
+    score: float  # natural-log probability under its model
+    model: str
+
+
+class CompletionOut(BaseModel):
+    id: str
+    choices: list[ChoiceOut]
+    models: dict[str, str]
+    cache: dict[str, str]
+    degraded: bool
+    light: bool
+    latency_ms: float
+
+
+class EventBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["view", "select", "dismiss"]
+    completion_id: str
+    choice_index: int = Field(ge=0)
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
+    """The ASGI app over a `Server`; with `manage_lifecycle` the app starts and stops it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await server.start()
+        yield
+        if manage_lifecycle:
+            await server.stop()
+
+    app = FastAPI(title="codecomp", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=server.config.max_body_bytes)
+
+    def authorized(request: Request) -> None:
+        token = server.config.token
+        if token and not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+            raise BadRequest(401, "missing or wrong bearer token")
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, error: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        message = (
+            "the body is not valid JSON (or not UTF-8)" if "parsing the body" in str(error.detail) else error.detail
+        )
+        return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return JSONResponse({"error": "the body is not valid JSON (or not UTF-8)"}, status_code=400)
+        detail = [{"field": ".".join(str(part) for part in p["loc"][1:]), "problem": p["msg"]} for p in problems]
+        return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+
+    @app.post("/v1/completions", response_model=CompletionOut, dependencies=[Depends(authorized)])
+    async def completions(body: CompletionBody) -> Any:
+        try:
+            output = await server.service.complete(_completion_input(body, server.languages))
+        except Overloaded as error:
+            return JSONResponse({"error": f"overloaded: {error}"}, status_code=503, headers={"Retry-After": "1"})
+        choices = [
+            ChoiceOut(index=i, text=c.text, score=c.log_prob, model=c.model) for i, c in enumerate(output.choices)
+        ]
+        return CompletionOut(
+            id=output.id, choices=choices, models=output.models, cache=output.cache, degraded=output.degraded,
+            light=output.light, latency_ms=output.latency_ms,
+        )  # fmt: skip
+
+    @app.post("/v1/events", dependencies=[Depends(authorized)])
+    async def events(body: EventBody) -> dict[str, Any]:
+        remembered = server.service.recent.get(body.completion_id)
+        if remembered is None:
+            raise BadRequest(404, f"no recent completion {body.completion_id!r}")
+        request, output = remembered
+        if body.choice_index >= len(output.choices):
+            raise BadRequest(422, f"completion {body.completion_id} has {len(output.choices)} choices")
+        choice = output.choices[body.choice_index]
+        row = server.store.add(
+            Event(body.type, body.completion_id, body.choice_index, request.user, request.language, choice.model,
+                  choice.text)
+        )  # fmt: skip
+        return {"stored": row}
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        models = {
+            name: {"family": e.family, "version": e.version, "replicas": e.live_replicas, "queue": len(e.queue)}
+            for name, e in server.endpoints.items()
+        }
+        ok = all(e.live_replicas > 0 for e in server.endpoints.values())
+        return {"status": "ok" if ok else "degraded", "model": ",".join(models), "device": "cpu", "models": models}
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def models() -> dict[str, Any]:
+        described = []
+        for (name, endpoint), model in zip(server.endpoints.items(), server.config.models.values(), strict=True):
+            replicas = [{"id": r.identity.decode(errors="replace"), "pid": r.pid, "batch_size": r.aimd.size}
+                        for r in endpoint.replicas.values()]  # fmt: skip
+            described.append({"name": name, "family": endpoint.family, "version": endpoint.version,
+                              "languages": list(model.languages), "replicas": replicas})  # fmt: skip
+        return {"models": described, "caches": server.service.cache_stats()}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _completion_input(body: CompletionBody, languages: list[str]) -> CompletionInput:
+    language = LANGUAGE_ALIASES.get(body.language.lower())
+    if language not in languages:
+        raise BadRequest(400, f"unsupported language {body.language!r}; served: {', '.join(languages)}")
+    try:
+        if body.segments is not None:
+            prefix, suffix = body.segments.prefix.encode(), body.segments.suffix.encode()
+        elif body.document is not None and body.cursor is not None:
+            document = body.document.encode()
+            if not 0 <= body.cursor <= len(document):
+                raise BadRequest(422, f"cursor {body.cursor} outside the document (0..{len(document)} bytes)")
+            prefix, suffix = document[: body.cursor], document[body.cursor :]
+            prefix.decode()  # a cursor inside a multi-byte character splits it
+        else:
+            raise BadRequest(422, "give segments.prefix (and suffix), or document and cursor")
+    except UnicodeError:
+        raise BadRequest(
+            400, "the text is not valid UTF-8 (a lone surrogate, or a cursor inside a character)"
+        ) from None
+    filepath = body.segments.filepath if body.segments is not None and body.segments.filepath else ""
+    return CompletionInput(language, prefix, suffix, body.user or "anonymous", filepath, body.deadline_ms)
+
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses a body over `max_bytes` with 413, by its Content-Length or as it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        async def tracked_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = b'{"error": "the body is too large (or its Content-Length is not a number)"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

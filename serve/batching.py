@@ -1,0 +1,182 @@
+"""Adaptive batching (Clipper section 4.3): a deadline-ordered queue per model, batch sizes tuned by AIMD.
+
+Every replica of a model takes batches from the model's one queue, earliest deadline first; each
+replica keeps its own batch size, grown additively while its measured batch latency stays under the
+objective and cut by a fraction when it goes over. Requests whose deadline has passed are dropped
+before a batch forms, and a full queue refuses new work at once instead of letting latency grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class QueueFull(Exception):
+    """The queue is at its bound: the caller should shed the request (503 with Retry-After)."""
+
+
+class DeadlineExpired(Exception):
+    """The request's deadline passed while it waited in the queue; it was never computed."""
+
+
+class Retry(Exception):
+    """Raised by a batch's `predict` when this worker could not compute it but another may (its replica
+    died): the batch's requests go back into the queue instead of failing."""
+
+
+@dataclasses.dataclass(order=True)
+class Pending(Generic[Item, Result]):
+    """A queued request: its deadline (a `time.monotonic()` instant) orders the queue."""
+
+    deadline: float
+    sequence: int  # ties broken by arrival
+    item: Item = dataclasses.field(compare=False)
+    future: asyncio.Future[Result] = dataclasses.field(compare=False)
+
+
+class DeadlineQueue(Generic[Item, Result]):
+    """A bounded queue ordered by deadline, from which batch workers take up to n items at a time.
+
+    Args:
+        max_size: requests waiting at most; `put` past it raises QueueFull.
+        clock: the time source (`time.monotonic` unless a test steps time itself).
+    """
+
+    def __init__(self, max_size: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be positive, got {max_size}")
+        self.max_size = max_size
+        self.clock = clock
+        self._heap: list[Pending[Item, Result]] = []
+        self._sequence = itertools.count()
+        self._arrived = asyncio.Event()
+        self.expired = 0  # requests dropped because their deadline passed in the queue
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def put(self, item: Item, deadline: float) -> asyncio.Future[Result]:
+        """Queue a request; the returned future gets its result, or the exception that stopped it."""
+        if len(self._heap) >= self.max_size:
+            raise QueueFull(f"queue holds {len(self._heap)} requests, its bound")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, Pending(deadline, next(self._sequence), item, future))
+        self._arrived.set()
+        return future
+
+    async def take(self, max_items: int, wait_s: float = 0.0) -> list[Pending[Item, Result]]:
+        """Wait for work, then return up to `max_items` live requests, earliest deadline first.
+
+        After the first request is there, waits up to `wait_s` more for the batch to fill.
+        Requests whose deadline has passed, or whose caller gave up, are dropped on the way.
+        """
+        if max_items < 1:
+            raise ValueError(f"max_items must be positive, got {max_items}")
+        while True:
+            self._drop_dead()
+            if not self._heap:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if wait_s > 0 and len(self._heap) < max_items:
+                fill_by = self.clock() + wait_s
+                while len(self._heap) < max_items and (remaining := fill_by - self.clock()) > 0:
+                    self._arrived.clear()
+                    try:
+                        await asyncio.wait_for(self._arrived.wait(), remaining)
+                    except TimeoutError:
+                        break
+                self._drop_dead()
+            batch = [heapq.heappop(self._heap) for _ in range(min(max_items, len(self._heap)))]
+            if batch:
+                return batch
+
+    def requeue(self, batch: Sequence[Pending[Item, Result]]) -> None:
+        """Put taken requests back, past the bound if need be: they were admitted once already."""
+        for pending in batch:
+            heapq.heappush(self._heap, pending)
+        self._arrived.set()
+
+    def _drop_dead(self) -> None:
+        now = self.clock()
+        live = []
+        for pending in self._heap:
+            if pending.future.done():  # the caller was cancelled
+                continue
+            if pending.deadline <= now:
+                pending.future.set_exception(DeadlineExpired("deadline passed before a batch formed"))
+                self.expired += 1
+                continue
+            live.append(pending)
+        if len(live) != len(self._heap):
+            heapq.heapify(live)
+            self._heap = live
+
+
+class AIMDBatchSize:
+    """Additive increase, multiplicative decrease of one replica's batch size against a latency objective.
+
+    Args:
+        objective_s: the batch latency to stay under, seconds.
+        max_size: the largest batch ever formed.
+        step: added after a full batch that met the objective.
+        backoff: the fraction cut after a batch that missed it (Clipper uses 10%).
+        fixed: keep the size at `max_size` and never adapt (the benchmark's fixed-size configuration).
+    """
+
+    def __init__(
+        self, objective_s: float, max_size: int = 64, step: int = 1, backoff: float = 0.1, fixed: bool = False
+    ) -> None:
+        if objective_s <= 0 or max_size < 1 or step < 1 or not 0 < backoff < 1:
+            raise ValueError("need objective_s > 0, max_size >= 1, step >= 1 and 0 < backoff < 1")
+        self.objective_s, self.max_size, self.step, self.backoff = objective_s, max_size, step, backoff
+        self.fixed = fixed
+        self.size = max_size if fixed else 1
+
+    def record(self, batch_len: int, latency_s: float) -> None:
+        """Adapt to one finished batch of `batch_len` requests that took `latency_s`."""
+        if self.fixed:
+            return
+        if latency_s > self.objective_s:
+            self.size = max(1, int(self.size * (1 - self.backoff)))
+        elif batch_len >= self.size:  # only a full batch shows the size itself was fast enough
+            self.size = min(self.max_size, self.size + self.step)
+
+
+async def run_batch(
+    batch: Sequence[Pending[Item, Result]],
+    predict: Callable[[list[Item], float], Awaitable[list[Result]]],
+    queue: DeadlineQueue[Item, Result],
+) -> None:
+    """Compute one batch and deliver each result, or the one exception, to every waiter.
+
+    `predict` gets the items and the batch's earliest deadline (an anytime model stops there); if it
+    raises `Retry`, the batch goes back into `queue` for another worker.
+    """
+    try:
+        results = await predict([p.item for p in batch], min(p.deadline for p in batch))
+        if len(results) != len(batch):
+            raise RuntimeError(f"model returned {len(results)} results for a batch of {len(batch)}")
+    except Retry:
+        queue.requeue(batch)
+        return
+    except BaseException as error:  # a cancelled batch too: no waiter may hang
+        delivered = error if isinstance(error, Exception) else RuntimeError("the batch was cancelled")
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(delivered)
+        if not isinstance(error, Exception):
+            raise
+        return
+    for pending, result in zip(batch, results, strict=True):
+        if not pending.future.done():
+            pending.future.set_result(result)

@@ -1,0 +1,225 @@
+"""The model-abstraction layer: per model a deadline queue, per replica a batch worker, RPC to containers.
+
+Containers announce themselves (hello, then heartbeats) over the router transport; each live replica
+gets a worker that takes batches from its model's queue with its own AIMD batch size and sends them
+over RPC. A replica that stops beating, or whose process dies, is dropped: its batch in flight goes
+back into the queue for another replica, or expires there at its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import time
+from typing import Any
+
+import zmq
+
+from serve import protocol
+from serve.batching import AIMDBatchSize, DeadlineQueue, Retry, run_batch
+from serve.container import Options, WireCandidate
+from serve.metrics import Metrics
+from serve.transport import RouterTransport
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaLost(Retry):
+    """The replica died or hung with the batch; another replica may take it."""
+
+
+class BatchFailed(RuntimeError):
+    """The container answered the batch with an error."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    """Per model. Latencies in milliseconds."""
+
+    objective_ms: float = 20.0  # batch latency the AIMD controller keeps under
+    max_batch: int = 64
+    wait_ms: float = 0.0  # how long a worker waits for a batch to fill
+    max_queue: int = 256
+    fixed: bool = False  # keep batches at max_batch (max_batch=1: batching off)
+    light_at: float = 0.5  # queue fill share above which batches get light options (smaller answers)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelAnswer:
+    candidates: list[WireCandidate]
+    cut_short: bool  # the deadline stopped the model before it finished (an anytime partial answer)
+    light: bool  # computed with the light options of an overloaded queue
+
+
+@dataclasses.dataclass
+class Replica:
+    identity: bytes
+    model: str
+    family: str
+    version: str
+    pid: int
+    last_seen: float
+    aimd: AIMDBatchSize
+    worker: asyncio.Task[None] | None = None
+    alive: bool = True
+
+
+class ModelEndpoint:
+    """One served model: its queue, its replicas and their workers."""
+
+    def __init__(self, name: str, batching: BatchingConfig, options: Options, light: Options, metrics: Metrics):
+        self.name, self.batching, self.options, self.light, self.metrics = name, batching, options, light, metrics
+        self.queue: DeadlineQueue[dict[str, Any], ModelAnswer] = DeadlineQueue(batching.max_queue)
+        self.replicas: dict[bytes, Replica] = {}
+        self.version = ""
+        self.family = ""
+
+    def submit(self, request: dict[str, Any], deadline: float) -> asyncio.Future[ModelAnswer]:
+        """Queue a request (raises QueueFull at the bound)."""
+        future = self.queue.put(request, deadline)
+        self.metrics.queue_depth.labels(self.name).set(len(self.queue))
+        return future
+
+    @property
+    def live_replicas(self) -> int:
+        return sum(r.alive for r in self.replicas.values())
+
+
+class Frontend:
+    """Routes batches to containers over a router transport and keeps track of which are alive."""
+
+    def __init__(
+        self, transport: RouterTransport, endpoints: dict[str, ModelEndpoint], metrics: Metrics,
+        heartbeat_timeout_s: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.transport, self.endpoints, self.metrics = transport, endpoints, metrics
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.replicas: dict[bytes, Replica] = {}
+        self._batch_ids = itertools.count()
+        self._in_flight: dict[int, tuple[bytes, asyncio.Future[dict[str, Any]]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._watch_loop())]
+
+    async def stop(self) -> None:
+        for replica in list(self.replicas.values()):
+            with contextlib.suppress(zmq.ZMQError):
+                await self.transport.send(replica.identity, protocol.pack(protocol.SHUTDOWN))
+            self.lose(replica.identity, "frontend stopping")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- containers coming and going -------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            peer, frame = await self.transport.receive()
+            try:
+                message = protocol.unpack(frame)
+            except protocol.ProtocolError as error:
+                log.warning("dropped a message from %r: %s", peer, error)
+                continue
+            kind = message["type"]
+            if kind in (protocol.HELLO, protocol.HEARTBEAT):
+                self._beat(peer, message)
+            elif kind in (protocol.RESULT, protocol.ERROR):
+                waiting = self._in_flight.pop(message.get("batch", -1), None)
+                if waiting is not None and not waiting[1].done():
+                    waiting[1].set_result(message)
+                elif kind == protocol.ERROR:
+                    log.warning("container %r: %s", peer, message.get("message"))
+
+    def _beat(self, peer: bytes, message: dict[str, Any]) -> None:
+        replica = self.replicas.get(peer)
+        if replica is not None:
+            replica.last_seen = time.monotonic()
+            return
+        endpoint = self.endpoints.get(message.get("model", ""))
+        if endpoint is None:
+            log.warning("container %r serves unknown model %r; ignored", peer, message.get("model"))
+            return
+        b = endpoint.batching
+        replica = Replica(
+            peer, endpoint.name, str(message["family"]), str(message["version"]), int(message.get("pid", 0)),
+            time.monotonic(), AIMDBatchSize(b.objective_ms / 1000, b.max_batch, fixed=b.fixed),
+        )  # fmt: skip
+        self.replicas[peer] = endpoint.replicas[peer] = replica
+        endpoint.version, endpoint.family = replica.version, replica.family
+        replica.worker = asyncio.create_task(self._work(endpoint, replica))
+        self.metrics.replicas.labels(endpoint.name).set(endpoint.live_replicas)
+        log.info("replica %s of %s joined (pid %d)", peer.decode(errors="replace"), endpoint.name, replica.pid)
+
+    def lose(self, identity: bytes, reason: str) -> None:
+        """Drop a replica: its batch in flight is retried elsewhere, its worker stops."""
+        replica = self.replicas.pop(identity, None)
+        if replica is None:
+            return
+        replica.alive = False
+        endpoint = self.endpoints[replica.model]
+        endpoint.replicas.pop(identity, None)
+        for batch, (peer, future) in list(self._in_flight.items()):
+            if peer == identity:
+                del self._in_flight[batch]
+                if not future.done():
+                    future.set_exception(ReplicaLost(reason))
+        self.metrics.replicas.labels(endpoint.name).set(endpoint.live_replicas)
+        log.warning("replica %s of %s lost: %s", identity.decode(errors="replace"), replica.model, reason)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_timeout_s / 5)
+            now = time.monotonic()
+            for replica in list(self.replicas.values()):
+                if now - replica.last_seen > self.heartbeat_timeout_s:
+                    self.lose(replica.identity, f"no heartbeat for {now - replica.last_seen:.2f} s")
+
+    # -- batches ---------------------------------------------------------------------------------
+
+    async def _work(self, endpoint: ModelEndpoint, replica: Replica) -> None:
+        queue = endpoint.queue
+        while replica.alive:
+            batch = await queue.take(replica.aimd.size, endpoint.batching.wait_ms / 1000)
+            if not replica.alive:
+                queue.requeue(batch)
+                return
+            light = len(queue) > endpoint.batching.light_at * endpoint.batching.max_queue
+            options = endpoint.light if light else endpoint.options
+            self.metrics.queue_depth.labels(endpoint.name).set(len(queue))
+            started = time.monotonic()
+
+            async def predict(items: list[dict[str, Any]], deadline: float) -> list[ModelAnswer]:
+                return await self._call(replica, items, deadline, options, light)  # noqa: B023
+
+            await run_batch(batch, predict, queue)
+            elapsed = time.monotonic() - started
+            if replica.alive:
+                replica.aimd.record(len(batch), elapsed)
+                self.metrics.model_latency.labels(endpoint.name).observe(elapsed)
+                self.metrics.batch_size.labels(endpoint.name).observe(len(batch))
+
+    async def _call(
+        self, replica: Replica, items: list[dict[str, Any]], deadline: float, options: Options, light: bool
+    ) -> list[ModelAnswer]:
+        batch_id = next(self._batch_ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._in_flight[batch_id] = (replica.identity, future)
+        budget_ms = max(0.0, (deadline - time.monotonic()) * 1000)
+        frame = protocol.pack(
+            protocol.PREDICT, batch=batch_id, budget_ms=budget_ms, requests=items, options=dataclasses.asdict(options)
+        )
+        try:
+            await self.transport.send(replica.identity, frame)
+        except zmq.ZMQError as error:  # the peer is gone (ROUTER_MANDATORY)
+            self._in_flight.pop(batch_id, None)
+            self.lose(replica.identity, f"send failed: {error}")
+            raise ReplicaLost(str(error)) from None
+        reply = await future  # a hung replica is dropped by the watch loop, which fails this future
+        if reply["type"] == protocol.ERROR:
+            raise BatchFailed(str(reply.get("message")))
+        cut_short = bool(reply.get("cut_short"))
+        return [ModelAnswer([(c[0], c[1], c[2]) for c in result], cut_short, light) for result in reply["results"]]

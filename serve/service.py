@@ -1,0 +1,204 @@
+"""One completion request end to end: caches, every model of the language in parallel, the deadline, the merge.
+
+Each model is asked through its exact cache (with in-flight de-duplication) and its approximate
+cache; at the deadline the answer is built from what has arrived, and says which models answered.
+A model still computing at the deadline is not cancelled: its answer still fills the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+import uuid
+from typing import Any
+
+from serve.batching import DeadlineExpired, QueueFull
+from serve.cache import ApproximateCache, PredictionCache, context_key
+from serve.frontend import ModelAnswer, ModelEndpoint
+from serve.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(RuntimeError):
+    """No model could take the request: the caller answers 503 with Retry-After."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CompletionInput:
+    language: str
+    prefix: bytes
+    suffix: bytes
+    user: str = "anonymous"
+    filepath: str = ""
+    deadline_ms: float | None = None  # at most the objective
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    text: str
+    log_prob: float
+    model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CompletionOutput:
+    id: str
+    choices: list[Choice]
+    models: dict[str, str]  # model -> ok, late, error, shed
+    cache: dict[str, str]  # model -> hit, approx, shared, miss
+    degraded: bool  # a model is missing, or an answer was cut short by the deadline
+    light: bool  # some answer was computed with the smaller options of an overloaded queue
+    latency_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    objective_ms: float = 50.0  # end-to-end latency objective, the default deadline
+    margin_ms: float = 8.0  # kept back from the deadline for HTTP, merging and the reply
+    max_choices: int = 5
+    cache_bytes: int = 64 << 20  # exact cache bound per model; 0 turns caches off
+    approx_threshold: float = 0.9  # Jaccard similarity for the approximate cache
+    approx_entries: int = 10_000  # 0 turns it off
+    approx_audit: float = 0.0  # share of approximate hits also computed, to count differing answers
+    completions_kept: int = 100_000  # recent completions remembered for feedback events
+
+
+class CompletionService:
+    def __init__(self, endpoints: dict[str, ModelEndpoint], languages: dict[str, list[str]], config: ServiceConfig,
+                 metrics: Metrics) -> None:  # fmt: skip
+        """`languages` maps each language to the models that serve it, in the order choices interleave."""
+        self.endpoints, self.languages, self.config, self.metrics = endpoints, languages, config, metrics
+        self.exact = {name: PredictionCache[ModelAnswer](config.cache_bytes) for name in endpoints}
+        self.approx = {
+            name: ApproximateCache[ModelAnswer](threshold=config.approx_threshold, max_entries=config.approx_entries)
+            for name in endpoints
+        }
+        self.recent: collections.OrderedDict[str, tuple[CompletionInput, CompletionOutput]] = collections.OrderedDict()
+        self.approx_audited = self.approx_differs = 0
+        self._audits = 0.0
+
+    async def complete(self, request: CompletionInput) -> CompletionOutput:
+        started = time.monotonic()
+        budget_ms = min(self.config.objective_ms, request.deadline_ms or self.config.objective_ms)
+        deadline = started + max(0.0, budget_ms - self.config.margin_ms) / 1000
+        names = self.languages[request.language]
+        tasks = {name: asyncio.ensure_future(self._ask(name, request, deadline)) for name in names}
+        # Results travel back after the models' deadline: wait a little past it, never past the objective.
+        await asyncio.wait(tasks.values(), timeout=max(0.0, started + (budget_ms - 2) / 1000 - time.monotonic()))
+        answers: dict[str, ModelAnswer] = {}
+        status, cache = {}, {}
+        for name, task in tasks.items():
+            if not task.done():
+                status[name] = "late"
+                task.add_done_callback(_consume)
+            elif isinstance(task.exception(), QueueFull):
+                status[name] = "shed"
+            elif isinstance(task.exception(), DeadlineExpired):
+                status[name] = "late"
+            elif task.exception() is not None:
+                status[name] = "error"
+                log.warning("model %s failed: %s", name, task.exception())
+            else:
+                answers[name], cache[name] = task.result()
+                status[name] = "ok"
+            self.metrics.model_answers.labels(name, status[name]).inc()
+        if not answers and all(s in ("shed", "late") for s in status.values()) and "shed" in status.values():
+            self.metrics.requests.labels("shed").inc()
+            raise Overloaded("every model's queue is full")
+        degraded = len(answers) < len(names) or any(a.cut_short for a in answers.values())
+        output = CompletionOutput(
+            id=f"cmpl-{uuid.uuid4().hex}",
+            choices=self._merge(names, answers),
+            models=status,
+            cache=cache,
+            degraded=degraded,
+            light=any(a.light for a in answers.values()),
+            latency_ms=(time.monotonic() - started) * 1000,
+        )
+        self._remember(request, output)
+        self.metrics.requests.labels("degraded" if degraded else "ok").inc()
+        if degraded:
+            self.metrics.degraded.inc()
+        self.metrics.request_latency.observe(time.monotonic() - started)
+        return output
+
+    async def _ask(self, name: str, request: CompletionInput, deadline: float) -> tuple[ModelAnswer, str]:
+        endpoint = self.endpoints[name]
+        key = context_key(endpoint.version, request.language, request.prefix, request.suffix)
+        approx = self.approx[name]
+        found = None if key in self.exact[name] else approx.lookup(endpoint.version, request.language, request.prefix)
+        if found is not None and not self._audit():
+            self.metrics.cache.labels(name, "approx").inc()
+            return found[0], "approx"
+        wire = {
+            "prefix": request.prefix,
+            "suffix": request.suffix,
+            "language": request.language,
+            "session": f"{request.user}\0{request.filepath}",
+        }
+        answer, how = await self.exact[name].get_or_compute(
+            key, lambda: endpoint.submit(wire, deadline), _answer_bytes, cacheable=_cacheable
+        )
+        self.metrics.cache.labels(name, how).inc()
+        if found is not None:  # an audited approximate hit: does the model say the same?
+            self.approx_audited += 1
+            self.approx_differs += [c[0] for c in found[0].candidates] != [c[0] for c in answer.candidates]
+        if how == "miss" and _cacheable(answer):
+            approx.store(endpoint.version, request.language, request.prefix, answer)
+        return answer, how
+
+    def _audit(self) -> bool:
+        self._audits += self.config.approx_audit
+        if self._audits >= 1:
+            self._audits -= 1
+            return True
+        return False
+
+    def _merge(self, names: list[str], answers: dict[str, ModelAnswer]) -> list[Choice]:
+        """Interleave the models' candidates in the configured order, best first, dropping repeated texts."""
+        ranked = [
+            [Choice(_text(c[0]), c[1], name) for c in answers[name].candidates] for name in names if name in answers
+        ]
+        choices: list[Choice] = []
+        seen: set[str] = set()
+        for rank in range(max((len(r) for r in ranked), default=0)):
+            for candidates in ranked:
+                if rank < len(candidates) and candidates[rank].text and candidates[rank].text not in seen:
+                    seen.add(candidates[rank].text)
+                    choices.append(candidates[rank])
+        return choices[: self.config.max_choices]
+
+    def _remember(self, request: CompletionInput, output: CompletionOutput) -> None:
+        self.recent[output.id] = (request, output)
+        while len(self.recent) > self.config.completions_kept:
+            self.recent.popitem(last=False)
+
+    def cache_stats(self) -> dict[str, Any]:
+        return {
+            name: {
+                "exact": {"hits": c.hits, "shared": c.shared, "misses": c.misses, "bytes": c.nbytes},
+                "approx": {"hits": self.approx[name].hits, "misses": self.approx[name].misses},
+            }
+            for name, c in self.exact.items()
+        } | {"approx_audited": self.approx_audited, "approx_differs": self.approx_differs}
+
+
+def _text(candidate: bytes) -> str:
+    return candidate.decode("utf-8", "ignore")  # a byte model may stop inside a multi-byte character
+
+
+def _answer_bytes(answer: ModelAnswer) -> int:
+    return 64 + sum(len(c[0]) + 48 for c in answer.candidates)
+
+
+def _cacheable(answer: ModelAnswer) -> bool:
+    return not answer.cut_short and not answer.light  # a fuller answer may come next time
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a late model's failure is not an unhandled-exception warning

@@ -1,0 +1,336 @@
+"""The frontend, service and HTTP API against containers that run in-process over `InProcessRouter`.
+
+The containers here are the real `ContainerCore` around a fake runner, so the RPC messages, batching,
+caches, deadlines, replica loss and the API's error handling are exercised without processes;
+tests/test_serve_processes.py runs the real thing.
+"""
+
+import asyncio
+import contextlib
+import time
+import types
+
+import httpx
+import pytest
+
+from serve import protocol
+from serve.app import create_app
+from serve.container import ContainerCore, Options
+from serve.frontend import BatchingConfig
+from serve.server import ModelConfig, Server, ServerConfig
+from serve.service import ServiceConfig
+from serve.store import FeedbackStore
+from serve.transport import InProcessRouter
+
+
+class EchoRunner:
+    """Completes with the last word of the prefix reversed; counts batches; can be slow or broken."""
+
+    family = "fake"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s, self.batches, self.broken = delay_s, [], False
+
+    def predict(self, requests, deadline, options):
+        self.batches.append(len(requests))
+        if self.broken:
+            raise RuntimeError("model exploded")
+        words = [r["prefix"].split()[-1] if r["prefix"].split() else b"" for r in requests]
+        return [[(word[::-1] + b"!", -0.5, True), (b"second", -1.5, True)][: options.k] for word in words]
+
+
+class FakeContainer:
+    """A container's loop over an in-process dealer: hello, heartbeats, and batches after `delay_s`."""
+
+    def __init__(self, router, identity, model, runner, delay_s=0.0, heartbeat_s=0.05):
+        self.dealer = router.connect(identity)
+        self.core = ContainerCore(runner, model, version="v1")
+        self.delay_s, self.heartbeat_s = delay_s, heartbeat_s
+        self.silent = False  # a hung container: it stops beating and answering
+        self.tasks = []
+
+    async def start(self):
+        await self.dealer.send(self.core.hello())
+        self.tasks = [asyncio.ensure_future(self._answer()), asyncio.ensure_future(self._beat())]
+
+    async def _answer(self):
+        while True:
+            frame = await self.dealer.receive()
+            received = time.monotonic()
+            await asyncio.sleep(self.delay_s)
+            if self.silent:
+                continue
+            reply = self.core.handle(frame, received)
+            if reply is None:
+                return
+            await self.dealer.send(reply)
+
+    async def _beat(self):
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if not self.silent:
+                await self.dealer.send(self.core.hello(protocol.HEARTBEAT))
+
+    def stop(self):
+        for task in self.tasks:
+            task.cancel()
+
+
+def config(tmp_path, models=("echo",), **service):
+    batching = BatchingConfig(objective_ms=20, max_batch=8, max_queue=service.pop("max_queue", 64))
+    return ServerConfig(
+        models={name: ModelConfig(checkpoint="unused", options=Options(k=2), batching=batching) for name in models},
+        heartbeat_timeout_s=0.3,
+        max_body_bytes=20_000,
+        store_path=str(tmp_path / "feedback.sqlite"),
+        service=ServiceConfig(**{"objective_ms": 200.0, "margin_ms": 20.0, **service}),
+        token=None,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(cfg, containers=(("echo", "echo-0", 0.0),), token=None):
+    """A server with fake containers, (model, identity, delay) each; yields its client, server and fakes."""
+    router = InProcessRouter()
+    if token:
+        cfg = ServerConfig(**{**cfg.__dict__, "token": token})
+    server = Server(cfg, transport=router, supervise=False)
+    await server.start()
+    fakes = []
+    for model, identity, delay in containers:
+        fake = FakeContainer(router, identity.encode(), model, EchoRunner(), delay)
+        await fake.start()
+        fakes.append(fake)
+    for _ in range(100):
+        if len(server.frontend.replicas) == len(fakes):
+            break
+        await asyncio.sleep(0.01)
+    transport = httpx.ASGITransport(app=create_app(server, manage_lifecycle=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://codecomp") as client:
+        try:
+            yield types.SimpleNamespace(client=client, server=server, fakes=fakes)
+        finally:
+            for fake in fakes:
+                fake.stop()
+            await server.stop()
+
+
+def body(prefix="const total = compute", suffix="\n", language="javascript", user="ada"):
+    return {"language": language, "segments": {"prefix": prefix, "suffix": suffix}, "user": user}
+
+
+def test_completion_round_trip_with_tabby_fields(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+            response = await run.client.post("/v1/completions", json=body())
+            return response.status_code, response.json()
+
+    status, answer = asyncio.run(scenario())
+    assert status == 200
+    assert answer["id"].startswith("cmpl-")
+    assert [(c["index"], c["text"]) for c in answer["choices"]] == [(0, "etupmoc!"), (1, "second")]
+    assert answer["models"] == {"echo": "ok"} and answer["cache"] == {"echo": "miss"}
+    assert answer["degraded"] is False and answer["choices"][0]["model"] == "echo"
+
+
+def test_exact_cache_and_in_flight_sharing(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path, approx_entries=0), containers=[("echo", "echo-0", 0.05)]) as run:
+            together = await asyncio.gather(*(run.client.post("/v1/completions", json=body()) for _ in range(3)))
+            again = await run.client.post("/v1/completions", json=body())
+            return (
+                [r.json()["cache"]["echo"] for r in together],
+                again.json()["cache"]["echo"],
+                run.fakes[0].core.runner,
+            )
+
+    concurrent, later, runner = asyncio.run(scenario())
+    assert sorted(concurrent) == ["miss", "shared", "shared"]  # one computation for three identical requests
+    assert later == "hit" and sum(runner.batches) == 1
+
+
+def test_approximate_cache_answers_a_near_identical_context(tmp_path):
+    far_back = "".join(f"let v{i} = {i};\n" for i in range(40))
+
+    async def scenario():
+        async with running(config(tmp_path, approx_threshold=0.8)) as run:
+            first = await run.client.post("/v1/completions", json=body(prefix=far_back + "const total = compute"))
+            near = far_back.replace("v3 = 3", "v3 = 4")  # one token differs far before the cursor
+            second = await run.client.post("/v1/completions", json=body(prefix=near + "const total = compute"))
+            other = await run.client.post("/v1/completions", json=body(prefix=far_back + "const other = compute"))
+            return first.json(), second.json(), other.json()
+
+    first, second, other = asyncio.run(scenario())
+    assert first["cache"]["echo"] == "miss" and second["cache"]["echo"] == "approx"
+    assert second["choices"] == first["choices"]
+    assert other["cache"]["echo"] == "miss"  # another current line is never approximated
+
+
+def test_requests_are_batched_under_concurrency(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path, cache_bytes=0, approx_entries=0), containers=[("echo", "e0", 0.01)]) as run:
+            for _ in range(4):  # let AIMD grow the batch size with full batches under the objective
+                await asyncio.gather(*(run.client.post("/v1/completions", json=body(prefix=f"x{i}")) for i in range(8)))
+            return run.fakes[0].core.runner.batches
+
+    batches = asyncio.run(scenario())
+    assert sum(batches) == 32 and max(batches) > 1
+
+
+def test_a_slow_model_is_answered_without_by_the_deadline(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, models=("echo", "slow"), objective_ms=100.0, margin_ms=10.0)
+        async with running(cfg, containers=[("echo", "echo-0", 0.0), ("slow", "slow-0", 0.5)]) as run:
+            started = time.monotonic()
+            response = await run.client.post("/v1/completions", json=body())
+            return response.json(), time.monotonic() - started
+
+    answer, elapsed = asyncio.run(scenario())
+    assert elapsed < 0.2  # the objective (100 ms) plus test overhead, not the slow model's 500 ms
+    assert answer["models"] == {"echo": "ok", "slow": "late"} and answer["degraded"] is True
+    assert answer["choices"] and {c["model"] for c in answer["choices"]} == {"echo"}
+
+
+def test_a_request_may_ask_for_a_shorter_deadline(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path), containers=[("echo", "echo-0", 0.1)]) as run:
+            started = time.monotonic()
+            response = await run.client.post("/v1/completions", json={**body(), "deadline_ms": 30})
+            return response, time.monotonic() - started
+
+    response, elapsed = asyncio.run(scenario())
+    assert response.status_code == 200 and response.json()["models"] == {"echo": "late"}
+    assert elapsed < 0.09
+
+
+def test_a_hung_replica_is_dropped_and_its_batch_goes_to_another(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, cache_bytes=0, approx_entries=0, objective_ms=1000.0)
+        async with running(cfg, containers=[("echo", "a", 0.0), ("echo", "b", 0.0)]) as run:
+            run.fakes[0].silent = True  # replica a swallows its batch and stops beating
+            responses = await asyncio.gather(
+                *(run.client.post("/v1/completions", json=body(prefix=f"p{i}")) for i in range(6))
+            )
+            return [r.json()["models"]["echo"] for r in responses], sorted(run.server.frontend.replicas)
+
+    statuses, replicas = asyncio.run(scenario())
+    assert statuses == ["ok"] * 6  # what went to the hung replica was retried on the live one in time
+    assert replicas == [b"b"]
+
+
+def test_a_failing_model_is_reported_not_raised(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path, models=("echo", "broken")),
+                           containers=[("echo", "e", 0.0), ("broken", "b", 0.0)]) as run:  # fmt: skip
+            run.fakes[1].core.runner.broken = True
+            return (await run.client.post("/v1/completions", json=body())).json()
+
+    answer = asyncio.run(scenario())
+    assert answer["models"] == {"echo": "ok", "broken": "error"} and answer["degraded"] is True
+
+
+def test_overload_sheds_with_503_and_retry_after(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, cache_bytes=0, approx_entries=0, max_queue=2, objective_ms=300.0)
+        async with running(cfg, containers=[("echo", "e", 0.1)]) as run:
+            responses = await asyncio.gather(
+                *(run.client.post("/v1/completions", json=body(prefix=f"q{i}")) for i in range(12))
+            )
+            return responses
+
+    responses = asyncio.run(scenario())
+    codes = [r.status_code for r in responses]
+    assert 503 in codes and 200 in codes
+    shed = next(r for r in responses if r.status_code == 503)
+    assert shed.headers["retry-after"] == "1" and "overloaded" in shed.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"language": "javascript", "segments": {"prefix": "\xff\xfe"}}', 400, "not valid JSON"),
+        (b'{"language": "javascript", "segments": {"prefix": "\\ud800"}}', 400, "not valid UTF-8"),
+        (b'{"language": "javascript", "segments": {"prefix": 12}}', 422, "invalid request"),
+        (b'{"segments": {"prefix": "x"}}', 422, "invalid request"),
+        (b'{"language": "cobol", "segments": {"prefix": "x"}}', 400, "unsupported language"),
+        (b'{"language": "javascript"}', 422, "segments.prefix"),
+        (b'{"language": "javascript", "document": "ab", "cursor": 3}', 422, "outside the document"),
+        (b'{"language": "javascript", "document": "\xc3\xa9", "cursor": 1}', 400, "inside a character"),
+        (b'{"language": "javascript", "segments": {"prefix": "' + b"x" * 30_000 + b'"}}', 413, "too large"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(tmp_path, payload, status, message):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+            response = await run.client.post(
+                "/v1/completions", content=payload, headers={"content-type": "application/json"}
+            )
+            healthy = await run.client.get("/v1/health")
+            return response, healthy.status_code
+
+    response, healthy = asyncio.run(scenario())
+    assert response.status_code == status and message in response.text
+    assert "error" in response.json() and healthy == 200  # and the server is still up
+
+
+def test_document_and_cursor_form_and_language_aliases(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+            document = "é = call_me\nnext"
+            cursor = len("é = call_me".encode())
+            payload = {"language": "javascriptreact", "document": document, "cursor": cursor}
+            return (await run.client.post("/v1/completions", json=payload)).json()
+
+    assert asyncio.run(scenario())["choices"][0]["text"] == "em_llac!"
+
+
+def test_feedback_events_are_stored_durably(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+            completion = (await run.client.post("/v1/completions", json=body(user="grace"))).json()
+            ok = await run.client.post("/v1/events", json={"type": "select", "completion_id": completion["id"],
+                                                       "choice_index": 1})  # fmt: skip
+            unknown = await run.client.post(
+                "/v1/events", json={"type": "view", "completion_id": "cmpl-x", "choice_index": 0}
+            )
+            past = await run.client.post("/v1/events", json={"type": "view", "completion_id": completion["id"],
+                                                         "choice_index": 9})  # fmt: skip
+            wrong = await run.client.post("/v1/events", json={"type": "like", "completion_id": completion["id"],
+                                                          "choice_index": 0})  # fmt: skip
+            return ok.status_code, unknown.status_code, past.status_code, wrong.status_code
+
+    assert asyncio.run(scenario()) == (200, 404, 422, 422)
+    reopened = FeedbackStore(tmp_path / "feedback.sqlite")  # the server is gone; the events are not
+    [event] = reopened.events()
+    assert (event.type, event.choice_index, event.user, event.model, event.text) == ("select", 1, "grace", "echo",
+                                                                                        "second")  # fmt: skip
+
+
+def test_bearer_token_guards_the_api_but_not_health(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path), token="s3cret") as run:
+            without = await run.client.post("/v1/completions", json=body())
+            wrong = await run.client.post("/v1/completions", json=body(), headers={"Authorization": "Bearer nope"})
+            right = await run.client.post("/v1/completions", json=body(), headers={"Authorization": "Bearer s3cret"})
+            health = await run.client.get("/v1/health")
+            return without.status_code, wrong.status_code, right.status_code, health.status_code
+
+    assert asyncio.run(scenario()) == (401, 401, 200, 200)
+
+
+def test_health_models_metrics_and_openapi(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+            await run.client.post("/v1/completions", json=body())
+            await run.client.post("/v1/completions", json=body())
+            return [await run.client.get(path) for path in ("/v1/health", "/v1/models", "/metrics", "/openapi.json")]
+
+    health, models, metrics, openapi = asyncio.run(scenario())
+    assert health.json()["status"] == "ok" and health.json()["models"]["echo"]["replicas"] == 1
+    assert models.json()["models"][0]["name"] == "echo"
+    text = metrics.text
+    assert "codecomp_request_latency_seconds_count 2.0" in text
+    assert 'codecomp_cache_total{model="echo",result="hit"} 1.0' in text
+    assert 'codecomp_batch_size_count{model="echo"} 1.0' in text
+    assert "/v1/completions" in openapi.json()["paths"]

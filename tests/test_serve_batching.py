@@ -1,0 +1,193 @@
+"""Adaptive batching on its own: asyncio and a stepped clock, no sockets."""
+
+import asyncio
+
+import pytest
+
+from serve.batching import AIMDBatchSize, DeadlineExpired, DeadlineQueue, QueueFull, Retry, run_batch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_batches_come_earliest_deadline_first_and_bounded_in_size():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10, clock=Clock())
+        for name, deadline in [("c", 103.0), ("a", 101.0), ("d", 104.0), ("b", 102.0)]:
+            queue.put(name, deadline)
+        first = await queue.take(3)
+        second = await queue.take(3)
+        return [p.item for p in first], [p.item for p in second], len(queue)
+
+    assert asyncio.run(scenario()) == (["a", "b", "c"], ["d"], 0)
+
+
+def test_a_full_queue_refuses_at_once():
+    async def scenario():
+        queue = DeadlineQueue(max_size=2, clock=Clock())
+        queue.put(1, 200.0)
+        queue.put(2, 200.0)
+        with pytest.raises(QueueFull):
+            queue.put(3, 200.0)
+        return len(queue)
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_expired_requests_are_dropped_before_a_batch_forms():
+    async def scenario():
+        clock = Clock()
+        queue = DeadlineQueue(max_size=10, clock=clock)
+        stale = queue.put("stale", 100.5)
+        live = queue.put("live", 105.0)
+        clock.now = 101.0
+        batch = await queue.take(10)
+        with pytest.raises(DeadlineExpired):
+            await stale
+        return [p.item for p in batch], live.done(), queue.expired
+
+    assert asyncio.run(scenario()) == (["live"], False, 1)
+
+
+def test_cancelled_callers_are_skipped():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10, clock=Clock())
+        gone = queue.put("gone", 101.0)
+        queue.put("kept", 102.0)
+        gone.cancel()
+        return [p.item for p in await queue.take(10)]
+
+    assert asyncio.run(scenario()) == ["kept"]
+
+
+def test_take_waits_for_work_and_then_for_the_batch_to_fill():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10)
+        loop = asyncio.get_running_loop()
+        taker = asyncio.ensure_future(queue.take(3, wait_s=0.5))
+        await asyncio.sleep(0.01)
+        assert not taker.done()  # nothing queued: it waits
+        deadline = loop.time() + 60
+        queue.put(1, deadline)
+        await asyncio.sleep(0.01)
+        assert not taker.done()  # one of three: it waits for more, up to wait_s
+        queue.put(2, deadline)
+        queue.put(3, deadline)  # full: returns at once, well before wait_s
+        batch = await asyncio.wait_for(taker, 0.2)
+        return [p.item for p in batch]
+
+    assert asyncio.run(scenario()) == [1, 2, 3]
+
+
+def test_take_returns_a_partial_batch_when_the_wait_runs_out():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10)
+        queue.put(1, asyncio.get_running_loop().time() + 60)
+        batch = await asyncio.wait_for(queue.take(8, wait_s=0.02), 1.0)
+        return [p.item for p in batch]
+
+    assert asyncio.run(scenario()) == [1]
+
+
+def test_aimd_grows_additively_and_backs_off_by_a_tenth():
+    aimd = AIMDBatchSize(objective_s=0.02, max_size=8)
+    assert aimd.size == 1
+    for _ in range(5):
+        aimd.record(aimd.size, 0.01)  # full batches under the objective
+    assert aimd.size == 6
+    aimd.record(2, 0.01)  # a batch that was not full shows nothing about the size
+    assert aimd.size == 6
+    aimd.record(6, 0.03)  # over the objective
+    assert aimd.size == 5  # int(6 * 0.9)
+    for _ in range(10):
+        aimd.record(aimd.size, 0.01)
+    assert aimd.size == 8  # capped
+    fixed = AIMDBatchSize(objective_s=0.02, max_size=4, fixed=True)
+    fixed.record(4, 1.0)
+    assert fixed.size == 4
+    with pytest.raises(ValueError):
+        AIMDBatchSize(objective_s=0.02, backoff=1.5)
+
+
+def test_run_batch_delivers_each_result_and_checks_the_count():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10)
+        deadline = asyncio.get_running_loop().time() + 60
+        futures = [queue.put(i, deadline + i) for i in range(3)]
+        seen_deadlines = []
+
+        async def double(items, batch_deadline):
+            seen_deadlines.append(batch_deadline)
+            return [2 * i for i in items]
+
+        await run_batch(await queue.take(3), double, queue)
+        results = [f.result() for f in futures]
+
+        bad = [queue.put(i, deadline) for i in range(2)]
+
+        async def short(items, batch_deadline):
+            return items[:1]
+
+        await run_batch(await queue.take(2), short, queue)
+        errors = [f.exception() for f in bad]
+        return results, seen_deadlines == [deadline], errors
+
+    results, earliest, errors = asyncio.run(scenario())
+    assert results == [0, 2, 4] and earliest
+    assert all(isinstance(e, RuntimeError) and "1 results for a batch of 2" in str(e) for e in errors)
+
+
+def test_an_exception_reaches_every_waiter_and_retry_requeues():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10)
+        deadline = asyncio.get_running_loop().time() + 60
+        futures = [queue.put(i, deadline) for i in range(2)]
+
+        async def broken(items, batch_deadline):
+            raise ValueError("model failed")
+
+        await run_batch(await queue.take(2), broken, queue)
+        failures = [type(f.exception()) for f in futures]
+
+        again = [queue.put(i, deadline) for i in range(2)]
+
+        async def replica_died(items, batch_deadline):
+            raise Retry("replica lost")
+
+        await run_batch(await queue.take(2), replica_died, queue)
+        requeued = len(queue), [f.done() for f in again]
+
+        async def works(items, batch_deadline):
+            return items
+
+        await run_batch(await queue.take(2), works, queue)
+        return failures, requeued, [f.result() for f in again]
+
+    failures, requeued, results = asyncio.run(scenario())
+    assert failures == [ValueError, ValueError]
+    assert requeued == (2, [False, False])  # back in the queue, callers still waiting
+    assert results == [0, 1]
+
+
+def test_a_cancelled_batch_leaves_no_waiter_hanging():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10)
+        future = queue.put("x", asyncio.get_running_loop().time() + 60)
+        batch = await queue.take(1)
+
+        async def forever(items, batch_deadline):
+            await asyncio.sleep(60)
+            return items
+
+        worker = asyncio.ensure_future(run_batch(batch, forever, queue))
+        await asyncio.sleep(0.01)
+        worker.cancel()
+        with pytest.raises(RuntimeError, match="cancelled"):
+            await asyncio.wait_for(future, 1.0)
+
+    asyncio.run(scenario())

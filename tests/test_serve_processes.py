@@ -1,0 +1,90 @@
+"""The real server: `codecomp-serve` in its own process, containers in theirs, ZeroMQ, HTTP on a socket.
+
+Checkpoints are tiny models trained here on the fixture corpus; what is checked is the plumbing
+(processes, RPC, restarts, durable feedback), not completion quality.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from codecomp.train import train
+from serve.launch import ServerProcess
+from tests.test_train import TREE_TINY, compose_train
+
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test_after_fit=false"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, fixture_corpus):
+    folder = tmp_path_factory.mktemp("serve-checkpoints")
+    train(compose_train(folder / "char", fixture_corpus, SHORT))
+    train(compose_train(folder / "tree", fixture_corpus, SHORT, TREE_TINY))
+    return folder / "char" / "checkpoints" / "last.ckpt", folder / "tree" / "checkpoints" / "last.ckpt"
+
+
+def overrides(tmp_path, char, tree):
+    return [f"models.char.checkpoint={char}", f"models.tree.checkpoint={tree}",
+            f"store_path={tmp_path / 'feedback.sqlite'}", f"hydra.run.dir={tmp_path / 'run'}",
+            "service.objective_ms=500"]  # fmt: skip
+
+
+def test_real_processes_answer_survive_sigkill_and_keep_feedback(tmp_path, checkpoints):
+    server = ServerProcess(overrides(tmp_path, *checkpoints))
+    with server:
+        url = server.url
+        health = httpx.get(f"{url}/v1/health").json()
+        assert health["models"]["char"]["replicas"] == 2 and health["models"]["tree"]["replicas"] == 1
+        payload = {"language": "javascript", "segments": {"prefix": "var total = add(1, 2);\nconsole.log(tot",
+                                                          "suffix": ");\n"}, "user": "ada"}  # fmt: skip
+        answer = httpx.post(f"{url}/v1/completions", json=payload, timeout=5).json()
+        assert answer["models"] == {"char": "ok", "tree": "ok"}
+        assert answer["choices"], answer
+        cpp = httpx.post(
+            f"{url}/v1/completions", json={"language": "cpp", "segments": {"prefix": "int main() {\n  ret"}}
+        )
+        assert cpp.status_code == 200 and cpp.json()["models"]["char"] == "ok"
+        event = {"type": "select", "completion_id": answer["id"], "choice_index": 0}
+        assert httpx.post(f"{url}/v1/events", json=event).status_code == 200
+
+        models = httpx.get(f"{url}/v1/models").json()["models"]
+        victim = next(m for m in models if m["name"] == "char")["replicas"][0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        statuses = []
+        with httpx.Client(timeout=5) as client:
+            back_by = time.monotonic() + 30
+            while time.monotonic() < back_by:
+                response = client.post(f"{url}/v1/completions", json={**payload, "user": f"u{len(statuses)}"})
+                statuses.append(response.status_code)
+                replicas = client.get(f"{url}/v1/models").json()["models"][0]["replicas"]
+                if len(replicas) == 2 and victim["pid"] not in [r["pid"] for r in replicas]:
+                    break
+                time.sleep(0.05)
+        assert set(statuses) == {200}  # every request answered while the container was down
+        assert len(replicas) == 2 and victim["pid"] not in [r["pid"] for r in replicas]  # a new process
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'codecomp_container_restarts_total{model="char"} 1.0' in metrics
+    assert server.process.returncode == 0  # Ctrl-C: a clean stop
+    rows = subprocess.run(
+        [sys.executable, "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("
+         "'select type, user, model from events').fetchall())", str(tmp_path / "feedback.sqlite")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert rows.strip() == f"[('select', 'ada', '{answer['choices'][0]['model']}')]"
+
+
+def test_a_missing_or_damaged_checkpoint_stops_start_up_with_a_clear_error(tmp_path):
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(b"not a checkpoint at all")
+    for checkpoint, message in ((tmp_path / "missing.ckpt", "no checkpoint at"), (damaged, "damaged")):
+        with (
+            pytest.raises(RuntimeError, match="exited with code 1") as failure,
+            ServerProcess(overrides(tmp_path, checkpoint, checkpoint)),
+        ):
+            pass
+        assert message in str(failure.value)
