@@ -5,7 +5,9 @@ a container killed under load, and overload.
 
 Each trial starts `codecomp-serve` afresh (cold caches) with the default checkpoints, and replays
 simulated editors typing held-out files of the corpus (`serve/loadgen.py`) against it; the load
-generator runs in this process, on the same machine. Capacity at the objective is the highest
+generator runs in this process, on the same machine. Editors start at random times during a 3 s
+warm-up that is left out of the figures (as if already at work); their first requests, which find
+no prefix state, are reported apart as cold sessions. Capacity at the objective is the highest
 request rate at which p99 end-to-end latency stays within the objective and at most 5% of requests
 are degraded, shed or failed, found by doubling and halving the rate, then one geometric bisection.
 Configurations, on the same trace: the full system, batching off (batch size 1), prediction caches
@@ -59,21 +61,30 @@ class Bench:
     objective_ms: float
     logs: Path
     extra: list[str]  # overrides for every server (other checkpoints, say)
+    warmup: float = 3.0  # seconds at the start of each trial left out of its figures
 
     def server(self, overrides: Sequence[str], name: str) -> ServerProcess:
         return ServerProcess([*self.extra, *overrides], log=self.logs / f"{name}.log")
 
     def trace(self, factor: float, seed: int = 0) -> list[Any]:
-        """The editors' requests over `seconds`, typed `factor` times faster (factor x the request rate)."""
-        config = TraceConfig(editors=self.editors, duration_s=self.seconds * factor, seed=seed)
+        """The editors' requests over a warm-up and `seconds`, typed `factor` times faster (factor x the
+        request rate). Editors start at random times during the warm-up, as if already at work."""
+        span = (self.warmup + self.seconds) * factor
+        config = TraceConfig(editors=self.editors, duration_s=span, seed=seed, start_within_s=self.warmup * factor)
         return scale_trace(build_trace(self.documents, config), factor)
+
+    def measured(self, outcomes: list[Any]) -> list[Any]:
+        """The outcomes after the warm-up."""
+        return [o for o in outcomes if o.scheduled_s >= self.warmup]
 
     def run(self, overrides: Sequence[str], factor: float, name: str) -> dict[str, Any]:
         trace = self.trace(factor)
         with self.server(overrides, f"{name}-x{factor:.3g}") as server:
-            outcomes = asyncio.run(replay(server.url, trace, timeout_s=5.0))
+            everything = asyncio.run(replay(server.url, trace, timeout_s=5.0))
+            outcomes = self.measured(everything)
             summary = summarize(outcomes, self.seconds)
-            summary["rate"] = len(trace) / self.seconds
+            summary["rate"] = len(outcomes) / self.seconds
+            summary["cold"] = cold_sessions(everything)
             summary["batch"] = mean_batch_sizes(httpx.get(f"{server.url}/metrics").text)
             summary["meets"] = meets_objective(summary, self.objective_ms)
             summary["outcomes"] = outcomes
@@ -107,6 +118,20 @@ def mean_batch_sizes(metrics: str) -> dict[str, float]:
     sums = dict(re.findall(r'codecomp_batch_size_sum\{model="(\w+)"\} ([\d.e+]+)', metrics))
     counts = dict(re.findall(r'codecomp_batch_size_count\{model="(\w+)"\} ([\d.e+]+)', metrics))
     return {m: float(sums[m]) / float(counts[m]) for m in sums if float(counts.get(m, 0))}
+
+
+def cold_sessions(outcomes: list[Any]) -> dict[str, float]:
+    """The first request of each editor: no prefix state, no cache (shown apart from the steady state)."""
+    first: dict[str, Any] = {}
+    for outcome in sorted(outcomes, key=lambda o: o.scheduled_s):
+        first.setdefault(outcome.user, outcome)
+    latencies = sorted(o.latency_s * 1000 for o in first.values())
+    return {
+        "count": len(latencies),
+        "p50_ms": statistics.median(latencies) if latencies else 0.0,
+        "max_ms": latencies[-1] if latencies else 0.0,
+        "degraded": sum(o.degraded for o in first.values()) / max(1, len(first)),
+    }
 
 
 def bad_share(summary: dict[str, Any]) -> float:
@@ -153,7 +178,7 @@ def kill_under_load(bench: Bench, factor: float) -> dict[str, Any]:
         recovered: dict[str, float] = {}
 
         def killer() -> None:
-            time.sleep(bench.seconds / 3)
+            time.sleep(bench.warmup + bench.seconds / 3)
             os.kill(victim["pid"], signal.SIGKILL)
             killed = time.monotonic()
             while time.monotonic() - killed < 30:
@@ -165,7 +190,7 @@ def kill_under_load(bench: Bench, factor: float) -> dict[str, Any]:
 
         thread = threading.Thread(target=killer)
         thread.start()
-        outcomes = asyncio.run(replay(url, trace, timeout_s=5.0))
+        outcomes = bench.measured(asyncio.run(replay(url, trace, timeout_s=5.0)))
         thread.join()
         restarts = re.findall(
             r'codecomp_container_restarts_total\{model="char"\} ([\d.]+)', httpx.get(f"{url}/metrics").text
@@ -209,7 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path("data/small"))
     parser.add_argument("--editors", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=12.0, help="length of each trial's trace")
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of each trial's measured trace")
     parser.add_argument("--objective-ms", type=float, default=50.0, help="as service.objective_ms in conf/serve.yaml")
     parser.add_argument("--quick", action="store_true", help="the full system and batching off only")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -235,6 +260,9 @@ def main() -> None:
         print(f"{name:<15} {s['rate']:6.1f} {fmt(s['p50_ms'])} {fmt(s['p95_ms'])} {fmt(s['p99_ms'])} "
               f"{s['cache_hit_share']:6.1%} {s['degraded_share']:6.1%} {s['shed_share']:6.1%} {batch:>16} "
               f"{capacities[name]:9.1f} {ratio:15.1f}")  # fmt: skip
+    cold = base["full system"]["cold"]
+    print(f"Cold sessions (each editor's first request, in the warm-up; full system): {cold['count']}, "
+          f"p50 {cold['p50_ms']:.1f} ms, max {cold['max_ms']:.1f} ms, degraded {cold['degraded']:.0%}")  # fmt: skip
     figures: dict[str, Any] = {"capacity": capacities}
     keystrokes = keystroke_latency(bench, documents)
     figures["keystroke_ms"] = keystrokes

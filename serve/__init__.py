@@ -1,1 +1,2 @@
-"""The serving layer (frontend, model containers, batching, caches, LSP): see its issue; not built yet."""
+"""The serving layer: a Tabby-compatible HTTP frontend, model containers over ZeroMQ, adaptive batching,
+prediction caches and deadlines (see the README's Serving section and PROTOCOL.md)."""

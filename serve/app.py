@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import platform
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Literal
@@ -28,6 +30,7 @@ from serve.service import CompletionInput, Overloaded
 from serve.store import Event
 
 log = logging.getLogger(__name__)
+VERSION = "0.1.0"
 
 
 class Segments(BaseModel):
@@ -89,7 +92,7 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
         if manage_lifecycle:
             await server.stop()
 
-    app = FastAPI(title="codecomp", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="codecomp", version=VERSION, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=server.config.max_body_bytes)
 
     def authorized(request: Request) -> None:
@@ -132,17 +135,15 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
 
     @app.post("/v1/events", dependencies=[Depends(authorized)])
     async def events(body: EventBody) -> dict[str, Any]:
-        remembered = server.service.recent.get(body.completion_id)
-        if remembered is None:
+        served = server.service.recent.get(body.completion_id)
+        if served is None:
             raise BadRequest(404, f"no recent completion {body.completion_id!r}")
-        request, output = remembered
-        if body.choice_index >= len(output.choices):
-            raise BadRequest(422, f"completion {body.completion_id} has {len(output.choices)} choices")
-        choice = output.choices[body.choice_index]
-        row = server.store.add(
-            Event(body.type, body.completion_id, body.choice_index, request.user, request.language, choice.model,
-                  choice.text)
-        )  # fmt: skip
+        if body.choice_index >= len(served.choices):
+            raise BadRequest(422, f"completion {body.completion_id} has {len(served.choices)} choices")
+        choice = served.choices[body.choice_index]
+        event = Event(body.type, body.completion_id, body.choice_index, served.user, served.language, choice.model,
+                      choice.text)  # fmt: skip
+        row = server.store.add(event)
         return {"stored": row}
 
     @app.get("/v1/health")
@@ -152,7 +153,12 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
             for name, e in server.endpoints.items()
         }
         ok = all(e.live_replicas > 0 for e in server.endpoints.values())
-        return {"status": "ok" if ok else "degraded", "model": ",".join(models), "device": "cpu", "models": models}
+        # Tabby's health fields first (its editor plugins read them on connect), then ours.
+        return {
+            "model": ",".join(models), "device": "cpu", "arch": platform.machine(), "cpu_info": platform.processor(),
+            "cpu_count": os.cpu_count(), "cuda_devices": [], "version": {"git_describe": f"codecomp {VERSION}"},
+            "status": "ok" if ok else "degraded", "models": models,
+        }  # fmt: skip
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models() -> dict[str, Any]:

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, cast
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 V = TypeVar("V")
@@ -234,7 +236,7 @@ class PredictionCache(Generic[V]):
 
 # Identifiers and numbers are one token each; any other non-space byte is a token by itself.
 _TOKEN = re.compile(rb"[A-Za-z0-9_$]+|\S")
-_MERSENNE = (1 << 61) - 1
+_EMPTY = (1 << 64) - 1  # the signature of a context with no shingles
 
 
 def tokenize(data: bytes, start: int = 0, end: int | None = None) -> list[bytes]:
@@ -309,7 +311,10 @@ class ApproximateCache(Generic[V]):
         self.rows = rows
         self.max_entries = max_entries
         rng = random.Random(seed)
-        self._perms = [(rng.randrange(1, _MERSENNE), rng.randrange(_MERSENNE)) for _ in range(bands * rows)]
+        # Permutations x -> a * x + b (mod 2**64) with odd a: bijections of the 64-bit shingle hashes,
+        # applied to all shingles at once in numpy (wrapping uint64 arithmetic).
+        self._mult = np.array([rng.randrange(1 << 64) | 1 for _ in range(bands * rows)], dtype=np.uint64)
+        self._add = np.array([rng.randrange(1 << 64) for _ in range(bands * rows)], dtype=np.uint64)
         # Bytes before the current line that are tokenised: enough for `context_tokens` tokens in any
         # realistic code, while a 100 KB prefix costs no more than a short one.
         self._tail_bytes = max(4096, 64 * context_tokens)
@@ -355,8 +360,9 @@ class ApproximateCache(Generic[V]):
 
     def _signature(self, shingles: frozenset[int]) -> tuple[int, ...]:
         if not shingles:
-            return (_MERSENNE,) * len(self._perms)
-        return tuple(min((a * x + b) % _MERSENNE for x in shingles) for a, b in self._perms)
+            return (_EMPTY,) * len(self._mult)
+        x = np.fromiter(shingles, dtype=np.uint64, count=len(shingles))
+        return tuple((self._mult[:, None] * x[None, :] + self._add[:, None]).min(axis=1).tolist())
 
     def signature(self, prefix: bytes) -> tuple[int, ...]:
         """MinHash signature of the context before the current line (deterministic across processes)."""
@@ -436,3 +442,50 @@ class ApproximateCache(Generic[V]):
             ids.discard(entry_id)
             if not ids:
                 del self._bands[band_key]
+
+
+Candidates = list[tuple[bytes, float, bool]]  # (text to insert, log-probability, complete), as on the wire
+
+
+class TypedThroughCache:
+    """Per editing session, the last answer: a keystroke that types the next characters of a candidate
+    is answered with the rest of that candidate, as an editor keeps showing ghost text typed through.
+
+    Args:
+        sessions: sessions remembered (LRU); 0 turns it off.
+        max_typed: at most this many bytes typed since the answer (never a newline).
+    """
+
+    def __init__(self, sessions: int = 10_000, max_typed: int = 8) -> None:
+        self.sessions, self.max_typed = sessions, max_typed
+        self._last: OrderedDict[tuple[str, str], tuple[int, bytes, bytes, Candidates]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def lookup(self, session: str, model: str, prefix: bytes, suffix: bytes) -> Candidates | None:
+        """The candidates left after what was typed since the session's last answer, or None."""
+        entry = self._last.get((session, model))
+        found = None
+        if entry is not None:
+            length, prefix_digest, suffix_digest, candidates = entry
+            typed = prefix[length:]
+            if (
+                0 < len(typed) <= self.max_typed
+                and b"\n" not in typed
+                and _digest((prefix[:length],)) == prefix_digest
+                and _digest((suffix,)) == suffix_digest
+            ):
+                rest = [(text[len(typed) :], p, done) for text, p, done in candidates if text.startswith(typed)]
+                found = [c for c in rest if c[0]] or None
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def store(self, session: str, model: str, prefix: bytes, suffix: bytes, candidates: Candidates) -> None:
+        if self.sessions == 0:
+            return
+        self._last[(session, model)] = (len(prefix), _digest((prefix,)), _digest((suffix,)), candidates)
+        self._last.move_to_end((session, model))
+        while len(self._last) > self.sessions:
+            self._last.popitem(last=False)

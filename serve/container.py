@@ -104,7 +104,7 @@ class CharLSTMRunner:
         self.states = states if states is not None else PrefixStateCache()
 
     def predict(self, requests: list[dict[str, Any]], deadline: float, options: Options) -> list[list[WireCandidate]]:
-        sessions = [f"{r['session']}\0{r['language']}" for r in requests]
+        sessions = [r["session"] for r in requests]
         resumed = [
             self.states.lookup(s, r["prefix"], self.completer.max_context)
             for s, r in zip(sessions, requests, strict=True)

@@ -13,13 +13,14 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import re
 import time
 from typing import Any
 
 import zmq
 
 from serve import protocol
-from serve.batching import AIMDBatchSize, DeadlineQueue, Retry, run_batch
+from serve.batching import AIMDBatchSize, DeadlineQueue, QueueFull, Retry, run_batch
 from serve.container import Options, WireCandidate
 from serve.metrics import Metrics
 from serve.transport import RouterTransport
@@ -63,25 +64,47 @@ class Replica:
     pid: int
     last_seen: float
     aimd: AIMDBatchSize
+    batch_latency_s: float = 0.01  # moving average, for the admission estimate
     worker: asyncio.Task[None] | None = None
     alive: bool = True
 
 
-class ModelEndpoint:
-    """One served model: its queue, its replicas and their workers."""
+# Where a token is being typed: after a word character, or a member access that starts one.
+_AT_TOKEN = re.compile(rb"(?:[A-Za-z0-9_$\x80-\xff]|\.|->|::)\Z")
 
-    def __init__(self, name: str, batching: BatchingConfig, options: Options, light: Options, metrics: Metrics):
+
+class ModelEndpoint:
+    """One served model: its queue, its replicas and their workers.
+
+    `trigger` is "always", or "token": the model is asked only where a token is being typed (a
+    token model has nothing to say after a space or a brace, and skipping it there saves its time).
+    """
+
+    def __init__(
+        self, name: str, batching: BatchingConfig, options: Options, light: Options, metrics: Metrics,
+        trigger: str = "always",
+    ) -> None:  # fmt: skip
+        if trigger not in ("always", "token"):
+            raise ValueError(f"model {name}: trigger must be 'always' or 'token', not {trigger!r}")
         self.name, self.batching, self.options, self.light, self.metrics = name, batching, options, light, metrics
+        self.trigger = trigger
         self.queue: DeadlineQueue[dict[str, Any], ModelAnswer] = DeadlineQueue(batching.max_queue)
         self.replicas: dict[bytes, Replica] = {}
         self.version = ""
         self.family = ""
 
     def submit(self, request: dict[str, Any], deadline: float) -> asyncio.Future[ModelAnswer]:
-        """Queue a request (raises QueueFull at the bound)."""
+        """Queue a request; raises QueueFull at the bound, or when the queue ahead of it would take the
+        replicas longer to clear than the request has left (better refused now than late)."""
+        rate = sum(r.aimd.size / r.batch_latency_s for r in self.replicas.values() if r.alive)  # requests/s
+        if rate > 0 and len(self.queue) / rate > deadline - time.monotonic():
+            raise QueueFull(f"{len(self.queue)} requests ahead would take {len(self.queue) / rate * 1000:.0f} ms")
         future = self.queue.put(request, deadline)
         self.metrics.queue_depth.labels(self.name).set(len(self.queue))
         return future
+
+    def applies(self, prefix: bytes) -> bool:
+        return self.trigger == "always" or _AT_TOKEN.search(prefix[-2:]) is not None
 
     @property
     def live_replicas(self) -> int:
@@ -199,6 +222,7 @@ class Frontend:
             elapsed = time.monotonic() - started
             if replica.alive:
                 replica.aimd.record(len(batch), elapsed)
+                replica.batch_latency_s = 0.8 * replica.batch_latency_s + 0.2 * elapsed
                 self.metrics.model_latency.labels(endpoint.name).observe(elapsed)
                 self.metrics.batch_size.labels(endpoint.name).observe(len(batch))
 

@@ -55,6 +55,8 @@ class TraceConfig:
         max_document_bytes: Longer documents are cut at the last line end within this many bytes, which bounds
             request payloads. None keeps documents whole.
         gap_sigma: Shape (log-space standard deviation) of the lognormal inter-key gap.
+        start_within_s: Editors start typing at uniform times in [0, start_within_s); None: within one mean
+            gap. A benchmark that leaves out a warm-up spreads the starts over it.
     """
 
     editors: int = 32
@@ -64,6 +66,7 @@ class TraceConfig:
     seed: int = 0
     max_document_bytes: int | None = None
     gap_sigma: float = 0.8
+    start_within_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +281,7 @@ def _editor_session(
     # A lognormal with log-sd sigma has mean exp(mu + sigma^2 / 2): this mu makes the multiplier's mean 1.
     mu = -(config.gap_sigma**2) / 2
     # Editors do not all start typing at the same instant.
-    t = rng.uniform(0.0, 1.0 / config.chars_per_second)
+    t = rng.uniform(0.0, config.start_within_s or 1.0 / config.chars_per_second)
     while t < config.duration_s:
         index, language, text = texts[rng.randrange(len(texts))]
         if index not in prepared:

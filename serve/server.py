@@ -36,6 +36,7 @@ class ModelConfig:
     light: Options = dataclasses.field(default_factory=lambda: Options(k=1, beam=1, max_chars=40))
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the container runner's own
+    trigger: str = "always"  # or "token": asked only where a token is being typed
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
@@ -79,7 +80,8 @@ class Server:
         self.config = config
         self.metrics = Metrics()
         self.endpoints = {
-            name: ModelEndpoint(name, m.batching, m.options, m.light, self.metrics) for name, m in config.models.items()
+            name: ModelEndpoint(name, m.batching, m.options, m.light, self.metrics, m.trigger)
+            for name, m in config.models.items()
         }
         languages: dict[str, list[str]] = {}
         for name, model in config.models.items():

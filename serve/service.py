@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from serve.batching import DeadlineExpired, QueueFull
-from serve.cache import ApproximateCache, PredictionCache, context_key
+from serve.cache import ApproximateCache, PredictionCache, TypedThroughCache, context_key
 from serve.frontend import ModelAnswer, ModelEndpoint
 from serve.metrics import Metrics
 
@@ -48,22 +48,32 @@ class Choice:
 class CompletionOutput:
     id: str
     choices: list[Choice]
-    models: dict[str, str]  # model -> ok, late, error, shed
-    cache: dict[str, str]  # model -> hit, approx, shared, miss
+    models: dict[str, str]  # model asked -> ok; late (computing at the deadline); expired (in the queue); shed; error
+    cache: dict[str, str]  # model -> hit, shared, typed, approx, miss
     degraded: bool  # a model is missing, or an answer was cut short by the deadline
     light: bool  # some answer was computed with the smaller options of an overloaded queue
     latency_ms: float
 
 
 @dataclasses.dataclass(frozen=True)
+class Served:
+    """A completion as feedback events refer to it."""
+
+    user: str
+    language: str
+    choices: list[Choice]
+
+
+@dataclasses.dataclass(frozen=True)
 class ServiceConfig:
     objective_ms: float = 50.0  # end-to-end latency objective, the default deadline
-    margin_ms: float = 8.0  # kept back from the deadline for HTTP, merging and the reply
+    margin_ms: float = 10.0  # models stop this long before the deadline: half for RPC, half for the reply
     max_choices: int = 5
     cache_bytes: int = 64 << 20  # exact cache bound per model; 0 turns caches off
     approx_threshold: float = 0.9  # Jaccard similarity for the approximate cache
     approx_entries: int = 10_000  # 0 turns it off
-    approx_audit: float = 0.0  # share of approximate hits also computed, to count differing answers
+    approx_audit: float = 0.0  # share of approximate and typed-through hits also computed, to count differing answers
+    typed_sessions: int = 10_000  # sessions whose last answer is kept for typing through it (0: off)
     completions_kept: int = 100_000  # recent completions remembered for feedback events
 
 
@@ -73,11 +83,13 @@ class CompletionService:
         """`languages` maps each language to the models that serve it, in the order choices interleave."""
         self.endpoints, self.languages, self.config, self.metrics = endpoints, languages, config, metrics
         self.exact = {name: PredictionCache[ModelAnswer](config.cache_bytes) for name in endpoints}
+        self.typed = TypedThroughCache(sessions=config.typed_sessions)
         self.approx = {
             name: ApproximateCache[ModelAnswer](threshold=config.approx_threshold, max_entries=config.approx_entries)
             for name in endpoints
         }
-        self.recent: collections.OrderedDict[str, tuple[CompletionInput, CompletionOutput]] = collections.OrderedDict()
+        # What feedback events need of recent completions (not their contexts, which may be large).
+        self.recent: collections.OrderedDict[str, Served] = collections.OrderedDict()
         self.approx_audited = self.approx_differs = 0
         self._audits = 0.0
 
@@ -85,10 +97,12 @@ class CompletionService:
         started = time.monotonic()
         budget_ms = min(self.config.objective_ms, request.deadline_ms or self.config.objective_ms)
         deadline = started + max(0.0, budget_ms - self.config.margin_ms) / 1000
-        names = self.languages[request.language]
+        names = [name for name in self.languages[request.language] if self.endpoints[name].applies(request.prefix)]
         tasks = {name: asyncio.ensure_future(self._ask(name, request, deadline)) for name in names}
-        # Results travel back after the models' deadline: wait a little past it, never past the objective.
-        await asyncio.wait(tasks.values(), timeout=max(0.0, started + (budget_ms - 2) / 1000 - time.monotonic()))
+        # Answers travel back after the models' deadline: wait half the margin past it; the other half
+        # is for the HTTP reply.
+        reply_by = started + (budget_ms - self.config.margin_ms / 2) / 1000
+        await asyncio.wait(tasks.values(), timeout=max(0.0, reply_by - time.monotonic()))
         answers: dict[str, ModelAnswer] = {}
         status, cache = {}, {}
         for name, task in tasks.items():
@@ -98,7 +112,7 @@ class CompletionService:
             elif isinstance(task.exception(), QueueFull):
                 status[name] = "shed"
             elif isinstance(task.exception(), DeadlineExpired):
-                status[name] = "late"
+                status[name] = "expired"
             elif task.exception() is not None:
                 status[name] = "error"
                 log.warning("model %s failed: %s", name, task.exception())
@@ -106,9 +120,9 @@ class CompletionService:
                 answers[name], cache[name] = task.result()
                 status[name] = "ok"
             self.metrics.model_answers.labels(name, status[name]).inc()
-        if not answers and all(s in ("shed", "late") for s in status.values()) and "shed" in status.values():
+        if status and not answers and all(s in ("shed", "expired") for s in status.values()):
             self.metrics.requests.labels("shed").inc()
-            raise Overloaded("every model's queue is full")
+            raise Overloaded("no model could take the request in time")
         degraded = len(answers) < len(names) or any(a.cut_short for a in answers.values())
         output = CompletionOutput(
             id=f"cmpl-{uuid.uuid4().hex}",
@@ -128,27 +142,31 @@ class CompletionService:
 
     async def _ask(self, name: str, request: CompletionInput, deadline: float) -> tuple[ModelAnswer, str]:
         endpoint = self.endpoints[name]
+        session = f"{request.user}\0{request.filepath}\0{request.language}"
         key = context_key(endpoint.version, request.language, request.prefix, request.suffix)
-        approx = self.approx[name]
-        found = None if key in self.exact[name] else approx.lookup(endpoint.version, request.language, request.prefix)
+        found, how = None, "miss"
+        if key not in self.exact[name]:
+            typed = self.typed.lookup(session, name, request.prefix, request.suffix)
+            if typed is not None:
+                found, how = ModelAnswer(typed, cut_short=False, light=False), "typed"
+            elif (near := self.approx[name].lookup(endpoint.version, request.language, request.prefix)) is not None:
+                found, how = near[0], "approx"
         if found is not None and not self._audit():
-            self.metrics.cache.labels(name, "approx").inc()
-            return found[0], "approx"
-        wire = {
-            "prefix": request.prefix,
-            "suffix": request.suffix,
-            "language": request.language,
-            "session": f"{request.user}\0{request.filepath}",
-        }
+            self.metrics.cache.labels(name, how).inc()
+            self.typed.store(session, name, request.prefix, request.suffix, found.candidates)
+            return found, how
+        wire = {"prefix": request.prefix, "suffix": request.suffix, "language": request.language, "session": session}
         answer, how = await self.exact[name].get_or_compute(
             key, lambda: endpoint.submit(wire, deadline), _answer_bytes, cacheable=_cacheable
         )
         self.metrics.cache.labels(name, how).inc()
-        if found is not None:  # an audited approximate hit: does the model say the same?
+        if found is not None:  # an audited approximate answer: does the model say the same?
             self.approx_audited += 1
-            self.approx_differs += [c[0] for c in found[0].candidates] != [c[0] for c in answer.candidates]
-        if how == "miss" and _cacheable(answer):
-            approx.store(endpoint.version, request.language, request.prefix, answer)
+            self.approx_differs += [c[0] for c in found.candidates] != [c[0] for c in answer.candidates]
+        if _cacheable(answer):
+            self.typed.store(session, name, request.prefix, request.suffix, answer.candidates)
+            if how == "miss":
+                self.approx[name].store(endpoint.version, request.language, request.prefix, answer)
         return answer, how
 
     def _audit(self) -> bool:
@@ -167,13 +185,14 @@ class CompletionService:
         seen: set[str] = set()
         for rank in range(max((len(r) for r in ranked), default=0)):
             for candidates in ranked:
-                if rank < len(candidates) and candidates[rank].text and candidates[rank].text not in seen:
-                    seen.add(candidates[rank].text)
+                text = candidates[rank].text if rank < len(candidates) else ""
+                if text.strip() and text not in seen:  # blank suggestions help no one
+                    seen.add(text)
                     choices.append(candidates[rank])
         return choices[: self.config.max_choices]
 
     def _remember(self, request: CompletionInput, output: CompletionOutput) -> None:
-        self.recent[output.id] = (request, output)
+        self.recent[output.id] = Served(request.user, request.language, output.choices)
         while len(self.recent) > self.config.completions_kept:
             self.recent.popitem(last=False)
 
@@ -184,7 +203,11 @@ class CompletionService:
                 "approx": {"hits": self.approx[name].hits, "misses": self.approx[name].misses},
             }
             for name, c in self.exact.items()
-        } | {"approx_audited": self.approx_audited, "approx_differs": self.approx_differs}
+        } | {
+            "typed": {"hits": self.typed.hits, "misses": self.typed.misses},
+            "approx_audited": self.approx_audited,
+            "approx_differs": self.approx_differs,
+        }
 
 
 def _text(candidate: bytes) -> str:

@@ -166,6 +166,23 @@ def test_approximate_cache_answers_a_near_identical_context(tmp_path):
     assert other["cache"]["echo"] == "miss"  # another current line is never approximated
 
 
+def test_typing_through_a_candidate_is_answered_from_the_last_answer(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path, approx_entries=0)) as run:
+            first = (await run.client.post("/v1/completions", json=body(prefix="x = compute"))).json()
+            typed = (await run.client.post("/v1/completions", json=body(prefix="x = computeet"))).json()
+            other_user = (await run.client.post("/v1/completions", json=body(prefix="x = computeet", user="bo"))).json()
+            missed = (await run.client.post("/v1/completions", json=body(prefix="x = computeetX"))).json()
+            return first, typed, other_user, missed, run.fakes[0].core.runner.batches
+
+    first, typed, other_user, missed, batches = asyncio.run(scenario())
+    assert [c["text"] for c in first["choices"]] == ["etupmoc!", "second"]
+    assert typed["cache"] == {"echo": "typed"} and [c["text"] for c in typed["choices"]] == ["upmoc!"]
+    assert other_user["cache"] == {"echo": "miss"}  # another session, another editor
+    assert missed["cache"] == {"echo": "miss"}  # typed what no candidate said
+    assert len(batches) == 3
+
+
 def test_requests_are_batched_under_concurrency(tmp_path):
     async def scenario():
         async with running(config(tmp_path, cache_bytes=0, approx_entries=0), containers=[("echo", "e0", 0.01)]) as run:
@@ -218,6 +235,21 @@ def test_a_hung_replica_is_dropped_and_its_batch_goes_to_another(tmp_path):
     assert replicas == [b"b"]
 
 
+def test_a_token_model_is_asked_only_where_a_token_is_typed(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, models=("echo", "token"))
+        cfg.models["token"] = ModelConfig(checkpoint="unused", trigger="token")
+        async with running(cfg, containers=[("echo", "e", 0.0), ("token", "t", 0.0)]) as run:
+            asked = {}
+            for prefix in ("let x = fo", "obj.", "ptr->", "std::", "let x = ", "call(", "x;\n"):
+                asked[prefix] = (await run.client.post("/v1/completions", json=body(prefix=prefix))).json()["models"]
+            return asked
+
+    asked = asyncio.run(scenario())
+    assert [p for p, models in asked.items() if "token" in models] == ["let x = fo", "obj.", "ptr->", "std::"]
+    assert all(models["echo"] == "ok" for models in asked.values())
+
+
 def test_a_failing_model_is_reported_not_raised(tmp_path):
     async def scenario():
         async with running(config(tmp_path, models=("echo", "broken")),
@@ -243,6 +275,27 @@ def test_overload_sheds_with_503_and_retry_after(tmp_path):
     assert 503 in codes and 200 in codes
     shed = next(r for r in responses if r.status_code == 503)
     assert shed.headers["retry-after"] == "1" and "overloaded" in shed.json()["error"]
+
+
+def test_requests_that_could_not_be_served_in_time_are_refused_up_front(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, cache_bytes=0, approx_entries=0, max_queue=64, objective_ms=300.0)
+        async with running(cfg, containers=[("echo", "e", 0.1)]) as run:
+            run.server.frontend.replicas[b"e"].batch_latency_s = 0.1  # as measured: 10 requests a second
+            run.server.frontend.replicas[b"e"].aimd.fixed = True  # one at a time
+            started = time.monotonic()
+            responses = await asyncio.gather(
+                *(run.client.post("/v1/completions", json=body(prefix=f"r{i}")) for i in range(10))
+            )
+            return responses, time.monotonic() - started
+
+    responses, elapsed = asyncio.run(scenario())
+    ok = [r for r in responses if r.status_code == 200 and r.json()["models"]["echo"] == "ok"]
+    shed = [r for r in responses if r.status_code == 503]
+    # About 280 ms of work fits in the deadline: a few are answered, most are refused at once.
+    assert 1 <= len(ok) <= 3 and len(shed) >= 5 and {r.status_code for r in responses} == {200, 503}
+    assert all("no model could take" in r.json()["error"] for r in shed)
+    assert elapsed < 0.6
 
 
 @pytest.mark.parametrize(

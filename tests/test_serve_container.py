@@ -67,6 +67,8 @@ def test_char_runner_with_cached_states_answers_as_if_read_afresh(char_completer
     first = runner.predict([request(FILE[:cut])], deadline, options)
     typed = runner.predict([request(FILE[: cut + 4]), request(FILE[:cut], session="other")], deadline, options)
     assert runner.states.hits == 1 and runner.states.misses == 2
+    again = runner.predict([request(FILE[: cut + 5])], deadline, options)  # a batch of warm sessions only
+    assert runner.states.hits == 2 and again[0]
     fresh = CharLSTMRunner(char_completer).predict([request(FILE[: cut + 4])], deadline, options)
     assert [t for t, _, _ in typed[0]] == [t for t, _, _ in fresh[0]]
     np.testing.assert_allclose([s for _, s, _ in typed[0]], [s for _, s, _ in fresh[0]], atol=1e-4)

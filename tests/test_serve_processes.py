@@ -31,7 +31,7 @@ def checkpoints(tmp_path_factory, fixture_corpus):
 def overrides(tmp_path, char, tree):
     return [f"models.char.checkpoint={char}", f"models.tree.checkpoint={tree}",
             f"store_path={tmp_path / 'feedback.sqlite'}", f"hydra.run.dir={tmp_path / 'run'}",
-            "service.objective_ms=500"]  # fmt: skip
+            "service.objective_ms=500", "models.char.replicas=2"]  # fmt: skip
 
 
 def test_real_processes_answer_survive_sigkill_and_keep_feedback(tmp_path, checkpoints):
@@ -69,6 +69,20 @@ def test_real_processes_answer_survive_sigkill_and_keep_feedback(tmp_path, check
         assert len(replicas) == 2 and victim["pid"] not in [r["pid"] for r in replicas]  # a new process
         metrics = httpx.get(f"{url}/metrics").text
         assert 'codecomp_container_restarts_total{model="char"} 1.0' in metrics
+
+        hung = next(m for m in httpx.get(f"{url}/v1/models").json()["models"] if m["name"] == "tree")["replicas"][0]
+        os.kill(hung["pid"], signal.SIGSTOP)  # alive but silent: a hung container
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            replicas = next(m for m in httpx.get(f"{url}/v1/models").json()["models"] if m["name"] == "tree")[
+                "replicas"
+            ]
+            if replicas and replicas[0]["pid"] != hung["pid"]:
+                break
+            time.sleep(0.1)
+        assert replicas and replicas[0]["pid"] != hung["pid"]  # killed and replaced by the supervisor
+        with pytest.raises(ProcessLookupError):
+            os.kill(hung["pid"], 0)
     assert server.process.returncode == 0  # Ctrl-C: a clean stop
     rows = subprocess.run(
         [sys.executable, "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("

@@ -76,6 +76,13 @@ def test_pointer_pairs_match_the_hidden_text(vocab):
     assert not reachable.any() and (probability == 0).all()
 
 
+def test_words_by_prefix(vocab):
+    for prefix in ("", "p", "pr", "print", "printx", "u", "1", "z"):
+        expected = sorted(i for i, word in enumerate(vocab.value_words) if word.startswith(prefix))
+        assert sorted(vocab.ids_starting_with(prefix)) == expected
+    assert vocab.ids_starting_with("pr") == [vocab.values.id("print")]
+
+
 def test_completer_places_the_hole_at_the_cursor(vocab):
     completer = TreeLSTMCompleter(HoleModel(len(vocab.kinds), len(vocab.values), 8, 8, 8, False), vocab,
                                   DEFAULT_TARGET_KINDS)  # fmt: skip

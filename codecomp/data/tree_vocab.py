@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ class TreeVocab:
         for word, index in values.tokenizer.get_vocab().items():
             self.value_words[index] = word
         self.hole_id, self.empty_id = values.id(HOLE), values.id(EMPTY)
+        self._sorted_ids = sorted(range(len(self.value_words)), key=self.value_words.__getitem__)
+        self._sorted_words = [self.value_words[i] for i in self._sorted_ids]
         self.n_specials = len(VALUE_SPECIALS)
 
     @classmethod
@@ -42,6 +45,12 @@ class TreeVocab:
         kinds_vocab = Vocabulary.from_counts(kind_counts, len(kind_counts) + 2, -(10**9), KIND_SPECIALS)
         values_vocab = Vocabulary.from_counts(value_counts, len(value_counts) + 4, -(10**9), VALUE_SPECIALS)
         return cls(kinds_vocab, values_vocab)
+
+    def ids_starting_with(self, prefix: str) -> list[int]:
+        """Value ids whose word starts with `prefix`: a range of the sorted words, found by bisection."""
+        start = bisect.bisect_left(self._sorted_words, prefix)
+        end = bisect.bisect_left(self._sorted_words, prefix + "\U0010ffff")  # past every word prefix + more
+        return self._sorted_ids[start:end]
 
     def to_json(self) -> dict[str, str]:
         return {"kinds": self.kinds.to_json(), "values": self.values.to_json()}

@@ -64,6 +64,8 @@ class CharLSTMCompleter:
     def encode(self, prefixes: Sequence[bytes], languages: Sequence[str]) -> list[CharState]:
         """Read many prefixes in one batched pass. A prefix within `max_context` is read from the
         file start; a longer one from its last `max_context` bytes."""
+        if not prefixes:
+            return []
         sequences = []
         for prefix, language in zip(prefixes, languages, strict=True):
             if len(prefix) <= self.max_context:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from codecomp.inference.types import Candidate
 from codecomp.models.components.hole_head import HoleScores, PointerGeneratorHead
 from codecomp.models.components.tree_lstm import BiTreeEncoder
 from codecomp.parsing import leaf_at, parse
+from codecomp.parsing.cursor import WORD
 
 FAMILY = "tree_lstm"
+_TYPED = re.compile(rb"[A-Za-z0-9_$\x80-\xff]+\Z")
 # Stands for the token at the cursor while parsing: an identifier, so the tree around it is the
 # tree of finished code; its text is hidden from the model.
 PLACEHOLDER = b"__codecomp_hole__"
@@ -71,7 +74,8 @@ def rank_holes(
     for hole, row in enumerate(generate):
         if partials is not None and partials[hole]:
             prefix = partials[hole].decode("utf-8", "replace")
-            allowed = np.array([w.startswith(prefix) for w in words])
+            allowed = np.zeros(len(row), dtype=bool)
+            allowed[vocab.ids_starting_with(prefix)] = True
             row = np.where(allowed, row, 0.0)
         else:
             prefix = ""
@@ -113,8 +117,9 @@ class TreeLSTMCompleter:
         Returns the example and the part of the token already typed."""
         if not 0 <= request.cursor <= len(request.document):
             raise ValueError(f"cursor {request.cursor} outside the document (0..{len(request.document)})")
-        typed = leaf_at(parse(request.document[: request.cursor], request.language), request.cursor)
-        partial = typed.partial if typed is not None else b""
+        # The word typed before the cursor (what `leaf_at` would give, without a parse of its own).
+        typed = _TYPED.search(request.document, max(0, request.cursor - 256), request.cursor)
+        partial = typed.group() if typed is not None and WORD.fullmatch(typed.group()) else b""
         start = request.cursor - len(partial)
         end = request.cursor
         while end < len(request.document) and _is_word_byte(request.document[end]):

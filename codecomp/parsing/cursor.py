@@ -9,7 +9,7 @@ import numpy as np
 
 from codecomp.parsing.codetree import HOLE, CodeTree
 
-_WORD = re.compile(rb"[A-Za-z_$\x80-\xff][A-Za-z0-9_$\x80-\xff]*")
+WORD = re.compile(rb"[A-Za-z_$\x80-\xff][A-Za-z0-9_$\x80-\xff]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ def leaf_at(tree: CodeTree, offset: int) -> CursorLeaf | None:
     partial = b""
     if text is not None and offset <= end:
         typed = text.encode("utf-8")[: offset - start]
-        if _WORD.fullmatch(typed):
+        if WORD.fullmatch(typed):
             partial = typed
     return CursorLeaf(node=node, partial=partial)
 
