@@ -1,17 +1,25 @@
-"""serve.loadgen: simulated editing traces, open-loop replay against fake servers, summaries and objectives."""
+"""serve.loadgen: simulated editing traces, open-loop replay against fake servers, the keep-alive client against a
+real local server, summaries and objectives."""
 
 import asyncio
 import itertools
 import json
+import socket
+import threading
 import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
+from fastapi import Request as HttpRequest
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from codecomp.data.shards import ShardFile, write_text_shard
 from serve import loadgen
 from serve.loadgen import (
+    KeepAliveClient,
     Outcome,
     Request,
     TraceConfig,
@@ -34,6 +42,24 @@ def ok_body(**extra) -> dict:
 
 def request_at(t: float, user: str = "editor-0") -> Request:
     return Request(t=t, user=user, language="javascript", document=0, position=10, text=JS.decode())
+
+
+class HttpxPostClient:
+    """`replay`'s client interface over an httpx client, so replay's logic runs against mock and ASGI transports."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.client = httpx.AsyncClient(base_url="http://test", transport=transport)
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json", **headers}
+        try:
+            response = await self.client.post(path, content=body, headers=headers)
+        except httpx.TransportError as exc:  # the interface reports transport failures as OSError
+            raise ConnectionError(repr(exc)) from exc
+        return response.status_code, response.content
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 # ---------------------------------------------------------------------------------------------------- traces
@@ -132,8 +158,11 @@ def test_replay_is_open_loop_and_measures_latency():
     trace = [request_at(0.0, "slow"), *(request_at(0.02 * i) for i in range(1, 6))]
 
     async def run() -> list[Outcome]:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        client = HttpxPostClient(httpx.MockTransport(handler))
+        try:
             return await replay("http://test/", trace, token="secret", client=client)
+        finally:
+            await client.aclose()
 
     started = time.monotonic()
     outcomes = asyncio.run(run())
@@ -161,8 +190,11 @@ def test_replay_against_an_asgi_app():
     trace = [request_at(0.01 * i, f"editor-{i % 4}") for i in range(8)]
 
     async def run() -> list[Outcome]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        client = HttpxPostClient(httpx.ASGITransport(app=app))
+        try:
             return await replay("http://test", trace, client=client)
+        finally:
+            await client.aclose()
 
     outcomes = asyncio.run(run())
     assert all(o.status == 200 and o.latency_s >= 0.05 for o in outcomes)
@@ -182,23 +214,290 @@ def test_shed_errors_and_timeouts_are_counted_apart():
             raise httpx.ConnectError("refused", request=request)
         if user == "slow":
             await asyncio.sleep(1.0)
+        if user == "list":
+            return httpx.Response(200, json=[ok_body()])
+        if user == "junk":
+            return httpx.Response(200, text="<html>")
         return httpx.Response(200, json=ok_body())
 
-    users = ["ok", "ok", "shed", "shed", "bad", "down", "slow", "ok"]
+    users = ["ok", "ok", "shed", "shed", "bad", "down", "slow", "ok", "list", "junk"]
     trace = [request_at(0.0, user) for user in users]
 
     async def run() -> list[Outcome]:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        client = HttpxPostClient(httpx.MockTransport(handler))
+        try:
             return await replay("http://test", trace, timeout_s=0.1, client=client)
+        finally:
+            await client.aclose()
 
     results = asyncio.run(run())
     outcomes = {o.user: o for o in results}
     assert outcomes["shed"].shed and outcomes["bad"].status == 422 and outcomes["bad"].error == "bad language"
     assert outcomes["down"].status == 0 and "ConnectError" in (outcomes["down"].error or "")
     assert outcomes["slow"].status == 0 and 0.1 <= outcomes["slow"].latency_s < 0.5
+    assert "TimeoutError" in (outcomes["slow"].error or "")
+    # A 200 whose body is not a JSON object is an error, not an answer.
+    assert outcomes["list"].status == 200 and "expected a JSON object" in (outcomes["list"].error or "")
+    assert outcomes["junk"].status == 200 and (outcomes["junk"].error or "").startswith("bad response body")
     summary = summarize(results)
-    assert (summary["answered"], summary["shed"], summary["errors"]) == (3, 2, 3)
-    assert summary["shed_share"] == 2 / 8 and summary["error_share"] == 3 / 8
+    assert (summary["answered"], summary["shed"], summary["errors"]) == (3, 2, 5)
+    assert summary["shed_share"] == 2 / 10 and summary["error_share"] == 5 / 10
+
+
+# ---------------------------------------------------------------------------------------------------- real server
+
+COMPLETIONS_SEEN: list[dict] = []  # what the real server's /v1/completions received
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+
+    def port_of(request: HttpRequest) -> int:
+        assert request.client is not None
+        return request.client.port
+
+    @app.post("/echo")
+    @app.post("/base/echo")
+    async def echo(request: HttpRequest) -> dict:
+        return {
+            "port": port_of(request),
+            "path": request.url.path,
+            "body": (await request.body()).decode(),
+            "auth": request.headers.get("authorization"),
+            "type": request.headers.get("content-type"),
+        }
+
+    @app.post("/slow")
+    async def slow(request: HttpRequest) -> dict:
+        await asyncio.sleep(0.1)
+        return {"port": port_of(request)}
+
+    @app.post("/busy")
+    async def busy() -> PlainTextResponse:
+        return PlainTextResponse("busy", status_code=503, headers={"Retry-After": "1"})
+
+    @app.post("/chunked")
+    async def chunked() -> StreamingResponse:
+        async def parts() -> AsyncIterator[bytes]:
+            for i in range(5):
+                yield f"part{i};".encode() * 1000
+                await asyncio.sleep(0)
+
+        return StreamingResponse(parts(), media_type="text/plain")
+
+    @app.post("/close")
+    async def close(request: HttpRequest) -> JSONResponse:
+        return JSONResponse({"port": port_of(request)}, headers={"Connection": "close"})
+
+    @app.post("/v1/completions")
+    async def complete(request: HttpRequest) -> JSONResponse:
+        body = await request.json()
+        COMPLETIONS_SEEN.append({"port": port_of(request), "auth": request.headers.get("authorization"), **body})
+        if body["user"] == "shed":
+            return JSONResponse({"detail": "overloaded"}, status_code=503)
+        if body["user"] == "slow":
+            await asyncio.sleep(0.5)
+        return JSONResponse(ok_body(cache={"m": "shared"}))
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A uvicorn server on a free local port, in a background thread; yields its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    uvicorn_server = uvicorn.Server(uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uvicorn_server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    uvicorn_server.should_exit = True
+    thread.join(5)
+    sock.close()
+
+
+def test_keep_alive_client_posts_and_reuses_one_connection(server):
+    async def run() -> tuple[list[tuple[int, bytes]], tuple[int, bytes], dict]:
+        client = KeepAliveClient(server + "/")
+        try:
+            echoes = [await client.post("/echo", b'{"n": %d}' % i, {"Authorization": "Bearer t"}) for i in range(5)]
+            busy = await client.post("/busy", b"{}", {})
+            echoes.append(await client.post("/echo", b"{}", {}))
+            based = json.loads((await KeepAliveClient(server + "/base").post("/echo", b"{}", {}))[1])
+        finally:
+            await client.aclose()
+        return echoes, busy, based
+
+    echoes, busy, based = asyncio.run(run())
+    assert [status for status, _ in echoes] == [200] * 6
+    bodies = [json.loads(body) for _, body in echoes]
+    assert [b["body"] for b in bodies[:5]] == [f'{{"n": {i}}}' for i in range(5)]
+    assert all(b["auth"] == "Bearer t" and b["type"] == "application/json" for b in bodies[:5])
+    assert busy == (503, b"busy")
+    # Sequential requests, the 503 included, share one connection: one client port.
+    assert len({b["port"] for b in bodies}) == 1
+    assert based["path"] == "/base/echo"
+
+
+def test_keep_alive_client_opens_connections_for_concurrent_requests_and_pools_them(server):
+    async def run() -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+        client = KeepAliveClient(server)
+        try:
+            first = await asyncio.gather(*(client.post("/slow", b"{}", {}) for _ in range(20)))
+            second = await asyncio.gather(*(client.post("/slow", b"{}", {}) for _ in range(20)))
+        finally:
+            await client.aclose()
+        return first, second
+
+    started = time.monotonic()
+    first, second = asyncio.run(run())
+    assert time.monotonic() - started < 1.5  # two rounds of 0.1 s each, not 40 in a row
+    assert all(status == 200 for status, _ in first + second)
+    first_ports = {json.loads(body)["port"] for _, body in first}
+    second_ports = {json.loads(body)["port"] for _, body in second}
+    assert len(first_ports) == 20 and second_ports == first_ports
+
+
+def test_keep_alive_client_reads_a_chunked_response(server):
+    async def run() -> tuple[tuple[int, bytes], tuple[int, bytes], tuple[int, bytes]]:
+        client = KeepAliveClient(server)
+        try:
+            before = await client.post("/echo", b"{}", {})
+            chunked = await client.post("/chunked", b"{}", {})
+            after = await client.post("/echo", b"{}", {})
+        finally:
+            await client.aclose()
+        return before, chunked, after
+
+    before, chunked, after = asyncio.run(run())
+    assert chunked == (200, b"".join(f"part{i};".encode() * 1000 for i in range(5)))
+    # The chunked body was consumed exactly: the connection was still usable afterwards.
+    assert after[0] == 200 and json.loads(after[1])["port"] == json.loads(before[1])["port"]
+
+
+def test_keep_alive_client_drops_a_connection_the_server_closes(server):
+    async def run() -> list[int]:
+        client = KeepAliveClient(server)
+        try:
+            ports = [json.loads((await client.post("/close", b"{}", {}))[1])["port"]]
+            for _ in range(2):
+                status, body = await client.post("/echo", b"{}", {})
+                assert status == 200
+                ports.append(json.loads(body)["port"])
+        finally:
+            await client.aclose()
+        return ports
+
+    closed, first, second = asyncio.run(run())
+    assert first != closed and second == first
+
+
+class FlakyServer:
+    """A raw HTTP server that answers the first request on each connection, then, with `close_on_next`, reads the
+    next one and closes without answering (as when a server's idle timeout races a new request); with
+    `close_after`, closes right after the first answer; with `never`, closes every connection unanswered; with
+    `announce_close`, answers everything with `Connection: close` but leaves the connection open."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.connections, self.requests = mode, 0, 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                self.requests += 1
+                if self.mode == "never" or (answered and self.mode != "announce_close"):
+                    return
+                close = b"Connection: close\r\n" if self.mode == "announce_close" else b""
+                writer.write(b"HTTP/1.1 200 OK\r\n" + close + b"Content-Length: 2\r\n\r\nok")
+                await writer.drain()
+                answered += 1
+                if self.mode == "close_after":
+                    return
+        except asyncio.IncompleteReadError:
+            return
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("mode", ["close_on_next", "close_after", "announce_close"])
+def test_keep_alive_client_retries_once_when_a_pooled_connection_was_closed(mode):
+    async def run() -> tuple[FlakyServer, list[tuple[int, bytes]]]:
+        flaky = FlakyServer(mode)
+        async with await asyncio.start_server(flaky.handle, "127.0.0.1", 0) as tcp:
+            client = KeepAliveClient(f"http://127.0.0.1:{tcp.sockets[0].getsockname()[1]}")
+            try:
+                responses = []
+                for _ in range(3):
+                    responses.append(await client.post("/", b"{}", {}))
+                    await asyncio.sleep(0.02)  # lets the server's close arrive while the connection is idle
+            finally:
+                await client.aclose()
+        return flaky, responses
+
+    flaky, responses = asyncio.run(run())
+    assert responses == [(200, b"ok")] * 3
+    assert flaky.connections == 3
+    # announce_close: the client believed the header and never reused a connection, though it stayed open.
+    # close_on_next: each pooled connection took the next request and closed it unanswered, so it was sent again.
+    assert flaky.requests == (5 if mode == "close_on_next" else 3)
+
+
+def test_keep_alive_client_does_not_retry_a_fresh_connection():
+    async def run() -> tuple[FlakyServer, BaseException | None]:
+        flaky = FlakyServer("never")
+        async with await asyncio.start_server(flaky.handle, "127.0.0.1", 0) as tcp:
+            client = KeepAliveClient(f"http://127.0.0.1:{tcp.sockets[0].getsockname()[1]}")
+            try:
+                await client.post("/", b"{}", {})
+            except OSError as exc:
+                return flaky, exc
+            finally:
+                await client.aclose()
+        return flaky, None
+
+    flaky, error = asyncio.run(run())
+    assert isinstance(error, ConnectionError) and flaky.connections == flaky.requests == 1
+
+
+def test_keep_alive_client_rejects_other_schemes():
+    for url in ["https://127.0.0.1:8000", "127.0.0.1:8000", "http://"]:
+        with pytest.raises(ValueError, match="http://"):
+            KeepAliveClient(url)
+    with pytest.raises(ValueError):
+        asyncio.run(replay("https://example.com", [request_at(0.0)]))
+
+
+def test_replay_against_a_real_server(server):
+    COMPLETIONS_SEEN.clear()
+    users = ["editor-0", "editor-1", "shed", "slow", *(f"editor-{i}" for i in range(2, 8))]
+    trace = [request_at(0.03 * i, user) for i, user in enumerate(users)]
+    outcomes = asyncio.run(replay(server, trace, timeout_s=0.3, token="secret"))
+    by_user = {o.user: o for o in outcomes}
+    assert [o.user for o in outcomes] == users
+    assert by_user["shed"].shed and by_user["shed"].error == '{"detail":"overloaded"}'
+    assert by_user["slow"].status == 0 and "TimeoutError" in (by_user["slow"].error or "")
+    answered = [o for o in outcomes if o.answered]
+    assert len(answered) == 8 and all(o.choices == 1 and o.cache == {"m": "shared"} for o in answered)
+    assert len(COMPLETIONS_SEEN) == 10 and all(seen["auth"] == "Bearer secret" for seen in COMPLETIONS_SEEN)
+    assert COMPLETIONS_SEEN[0]["segments"] == {"prefix": trace[0].prefix, "suffix": trace[0].suffix}
+    # Requests 30 ms apart mostly reuse a pooled connection.
+    assert len({seen["port"] for seen in COMPLETIONS_SEEN}) < len(trace) / 2
+    # Nothing listens on a port just freed: a connection error, status 0.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free_port = sock.getsockname()[1]
+    [refused] = asyncio.run(replay(f"http://127.0.0.1:{free_port}", [request_at(0.0)], timeout_s=1.0))
+    assert refused.status == 0 and "ConnectionRefusedError" in (refused.error or "")
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -238,14 +537,11 @@ def test_meets_objective_counts_shed_and_errors_as_degraded():
     assert not meets_objective(summarize(mixed)) and meets_objective(summarize(mixed), max_degraded=0.06)
 
 
-def test_main_replays_the_test_split(tmp_path, monkeypatch, capsys):
+def test_main_replays_the_test_split(tmp_path, capsys, server):
     write_text_shard(tmp_path / "test" / "javascript", [ShardFile("a.js", "p", JS)])
     write_text_shard(tmp_path / "test" / "cpp", [ShardFile("a.cc", "p", CPP)])
-    real_client = httpx.AsyncClient
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=ok_body(cache={"m": "shared"})))
-    monkeypatch.setattr(httpx, "AsyncClient", lambda **kwargs: real_client(transport=transport, **kwargs))
-    argv = ["--corpus", str(tmp_path), "--editors", "2", "--duration", "2", "--rate-factor", "10", "--json"]
-    loadgen.main(argv)
+    argv = ["--url", server, "--corpus", str(tmp_path), "--editors", "2", "--duration", "2", "--rate-factor", "10"]
+    loadgen.main([*argv, "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["count"] > 0 and summary["answered"] == summary["count"]
     assert summary["cache_hit_share"] == 1.0 and summary["meets_objective"] is True
