@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import dataclasses
 import json
 import math
@@ -89,8 +90,8 @@ class Bench:
             summary["meets"] = meets_objective(summary, self.objective_ms)
             summary["outcomes"] = outcomes
         print(f"  {name:<15} x{factor:<6.3g} {summary['rate']:7.1f} req/s  p99 {fmt(summary['p99_ms'])} ms  "
-              f"degraded+shed+errors {bad_share(summary):6.1%}  {'meets' if summary['meets'] else 'misses'}",
-              flush=True)  # fmt: skip
+              f"degraded+shed+errors {bad_share(summary):6.1%}  {'meets' if summary['meets'] else 'misses'}  "
+              f"({why_bad(outcomes)})", flush=True)  # fmt: skip
         return summary
 
     def capacity(self, overrides: Sequence[str], name: str, start: float = 1.0) -> tuple[float, dict[str, Any]]:
@@ -132,6 +133,18 @@ def cold_sessions(outcomes: list[Any]) -> dict[str, float]:
         "max_ms": latencies[-1] if latencies else 0.0,
         "degraded": sum(o.degraded for o in first.values()) / max(1, len(first)),
     }
+
+
+def why_bad(outcomes: list[Any]) -> str:
+    """What the bad answers were: models late, expired, shed or failed, lines cut short, 503s, errors."""
+    reasons: collections.Counter[str] = collections.Counter()
+    for o in outcomes:
+        if o.status != 200:
+            reasons["503" if o.status == 503 else "error"] += 1
+        elif o.degraded:
+            missing = [f"{model} {status}" for model, status in o.models.items() if status != "ok"]
+            reasons.update(missing or ["cut short"])
+    return ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()) or "none"
 
 
 def bad_share(summary: dict[str, Any]) -> float:

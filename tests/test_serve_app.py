@@ -387,3 +387,26 @@ def test_health_models_metrics_and_openapi(tmp_path):
     assert 'codecomp_cache_total{model="echo",result="hit"} 1.0' in text
     assert 'codecomp_batch_size_count{model="echo"} 1.0' in text
     assert "/v1/completions" in openapi.json()["paths"]
+
+
+def test_conf_serve_yaml_sets_every_setting():
+    """Every setting can be overridden from the command line only if conf/serve.yaml names it."""
+    import dataclasses as dc
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from serve.cli import CONFIG_DIR
+    from serve.frontend import BatchingConfig
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        raw = OmegaConf.to_container(compose(config_name="serve"), resolve=True)
+    raw.pop("hydra", None)
+    names = lambda cls: {f.name for f in dc.fields(cls)}  # noqa: E731
+    assert set(raw) == names(ServerConfig)
+    assert set(raw["service"]) == names(ServiceConfig)
+    for model in raw["models"].values():
+        assert set(model) == names(ModelConfig)
+        assert set(model["batching"]) == names(BatchingConfig) and set(model["options"]) == names(Options)
+    config = ServerConfig.from_dict(raw)
+    assert config.models["tree"].trigger == "token" and config.service.objective_ms == 50
