@@ -154,16 +154,16 @@ class AIMDBatchSize:
 
 async def run_batch(
     batch: Sequence[Pending[Item, Result]],
-    predict: Callable[[list[Item], float], Awaitable[list[Result]]],
+    predict: Callable[[list[Item], list[float]], Awaitable[list[Result]]],
     queue: DeadlineQueue[Item, Result],
 ) -> None:
     """Compute one batch and deliver each result, or the one exception, to every waiter.
 
-    `predict` gets the items and the batch's earliest deadline (an anytime model stops there); if it
-    raises `Retry`, the batch goes back into `queue` for another worker.
+    `predict` gets the items and their deadlines (an anytime model stops each request at its own);
+    if it raises `Retry`, the batch goes back into `queue` for another worker.
     """
     try:
-        results = await predict([p.item for p in batch], min(p.deadline for p in batch))
+        results = await predict([p.item for p in batch], [p.deadline for p in batch])
         if len(results) != len(batch):
             raise RuntimeError(f"model returned {len(results)} results for a batch of {len(batch)}")
     except Retry:

@@ -50,8 +50,10 @@ class Options:
 class Runner(Protocol):
     family: str
 
-    def predict(self, requests: list[dict[str, Any]], deadline: float, options: Options) -> list[list[WireCandidate]]:
-        """Candidates per request; `deadline` is a `time.monotonic()` instant an anytime model stops at."""
+    def predict(
+        self, requests: list[dict[str, Any]], deadlines: list[float], options: Options
+    ) -> list[list[WireCandidate]]:
+        """Candidates per request; `deadlines` are `time.monotonic()` instants an anytime model stops at."""
         ...
 
 
@@ -103,7 +105,9 @@ class CharLSTMRunner:
         self.completer = completer
         self.states = states if states is not None else PrefixStateCache()
 
-    def predict(self, requests: list[dict[str, Any]], deadline: float, options: Options) -> list[list[WireCandidate]]:
+    def predict(
+        self, requests: list[dict[str, Any]], deadlines: list[float], options: Options
+    ) -> list[list[WireCandidate]]:
         sessions = [r["session"] for r in requests]
         resumed = [
             self.states.lookup(s, r["prefix"], self.completer.max_context)
@@ -127,7 +131,7 @@ class CharLSTMRunner:
             self.states.store(session, request["prefix"], state)
         completion_requests = [CompletionRequest(r["prefix"], r["language"], r["suffix"]) for r in requests]
         results = self.completer.complete(
-            completion_requests, options.k, options.beam, options.max_chars, deadline=deadline, states=states
+            completion_requests, options.k, options.beam, options.max_chars, deadline=deadlines, states=states
         )
         return [[(c.text, c.log_prob, c.complete) for c in candidates if c.text] for candidates in results]
 
@@ -140,7 +144,9 @@ class TreeLSTMRunner:
     def __init__(self, completer: TreeLSTMCompleter, window_bytes: int = 4096) -> None:
         self.completer, self.window_bytes = completer, window_bytes
 
-    def predict(self, requests: list[dict[str, Any]], deadline: float, options: Options) -> list[list[WireCandidate]]:
+    def predict(
+        self, requests: list[dict[str, Any]], deadlines: list[float], options: Options
+    ) -> list[list[WireCandidate]]:
         examples, partials, rows = [], [], []
         for row, request in enumerate(requests):
             before, after = self._window(request["prefix"], request["suffix"])
@@ -220,18 +226,17 @@ class ContainerCore:
             return protocol.pack(protocol.ERROR, batch=None, message=f"a container does not take {message['type']}")
         batch = message.get("batch")
         try:
-            deadline = received_at + float(message["budget_ms"]) / 1000 - self.rpc_margin_s
-            results = self.runner.predict(list(message["requests"]), deadline, Options.from_wire(message["options"]))
+            requests = list(message["requests"])
+            deadlines = [received_at + float(r["budget_ms"]) / 1000 - self.rpc_margin_s for r in requests]
+            results = self.runner.predict(requests, deadlines, Options.from_wire(message["options"]))
         except Exception as error:  # a bad batch must not take the container down
             log.exception("batch %s failed", batch)
             return protocol.pack(protocol.ERROR, batch=batch, message=f"{type(error).__name__}: {error}")
         now = time.monotonic()
+        # An answer with unfinished lines whose deadline has passed was cut short by it.
+        cut_short = [now >= d and any(not c[2] for c in r) for d, r in zip(deadlines, results, strict=True)]
         return protocol.pack(
-            protocol.RESULT,
-            batch=batch,
-            results=results,
-            compute_ms=(now - received_at) * 1000,
-            cut_short=now >= deadline,
+            protocol.RESULT, batch=batch, results=results, compute_ms=(now - received_at) * 1000, cut_short=cut_short
         )
 
 

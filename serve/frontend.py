@@ -215,8 +215,8 @@ class Frontend:
             self.metrics.queue_depth.labels(endpoint.name).set(len(queue))
             started = time.monotonic()
 
-            async def predict(items: list[dict[str, Any]], deadline: float) -> list[ModelAnswer]:
-                return await self._call(replica, items, deadline, options, light)  # noqa: B023
+            async def predict(items: list[dict[str, Any]], deadlines: list[float]) -> list[ModelAnswer]:
+                return await self._call(replica, items, deadlines, options, light)  # noqa: B023
 
             await run_batch(batch, predict, queue)
             elapsed = time.monotonic() - started
@@ -227,15 +227,14 @@ class Frontend:
                 self.metrics.batch_size.labels(endpoint.name).observe(len(batch))
 
     async def _call(
-        self, replica: Replica, items: list[dict[str, Any]], deadline: float, options: Options, light: bool
+        self, replica: Replica, items: list[dict[str, Any]], deadlines: list[float], options: Options, light: bool
     ) -> list[ModelAnswer]:
         batch_id = next(self._batch_ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._in_flight[batch_id] = (replica.identity, future)
-        budget_ms = max(0.0, (deadline - time.monotonic()) * 1000)
-        frame = protocol.pack(
-            protocol.PREDICT, batch=batch_id, budget_ms=budget_ms, requests=items, options=dataclasses.asdict(options)
-        )
+        now = time.monotonic()  # budgets travel as time left: the container's clock is its own
+        requests = [{**item, "budget_ms": max(0.0, (d - now) * 1000)} for item, d in zip(items, deadlines, strict=True)]
+        frame = protocol.pack(protocol.PREDICT, batch=batch_id, requests=requests, options=dataclasses.asdict(options))
         try:
             await self.transport.send(replica.identity, frame)
         except zmq.ZMQError as error:  # the peer is gone (ROUTER_MANDATORY)
@@ -245,5 +244,7 @@ class Frontend:
         reply = await future  # a hung replica is dropped by the watch loop, which fails this future
         if reply["type"] == protocol.ERROR:
             raise BatchFailed(str(reply.get("message")))
-        cut_short = bool(reply.get("cut_short"))
-        return [ModelAnswer([(c[0], c[1], c[2]) for c in result], cut_short, light) for result in reply["results"]]
+        return [
+            ModelAnswer([(c[0], c[1], c[2]) for c in result], bool(cut), light)
+            for result, cut in zip(reply["results"], reply["cut_short"], strict=True)
+        ]

@@ -129,6 +129,16 @@ def test_past_deadline_returns_partial_answers(completer):
     assert [[(c.text, c.complete) for c in candidates] for candidates in results] == [[(b"", False)]] * 4
 
 
+def test_each_request_stops_at_its_own_deadline(completer):
+    requests = [CompletionRequest(PREFIX, "javascript"), CompletionRequest(b"int x = ", "cpp")]
+    late, on_time = completer.complete(
+        requests, k=2, max_chars=6, deadline=[time.monotonic() - 1, time.monotonic() + 60]
+    )
+    assert [(c.text, c.complete) for c in late] == [(b"", False)]  # stopped before its first character
+    alone = completer.complete(requests[1:], k=2, max_chars=6)[0]
+    assert [(c.text, c.complete) for c in on_time] == [(c.text, c.complete) for c in alone]  # the other went on
+
+
 def test_learns_and_completes_a_line():
     torch.manual_seed(0)
     model = CharLSTM(CharLSTMConfig(embed_dim=16, hidden=64, layers=1, dropout=0.0))

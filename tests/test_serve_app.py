@@ -31,7 +31,7 @@ class EchoRunner:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s, self.batches, self.broken = delay_s, [], False
 
-    def predict(self, requests, deadline, options):
+    def predict(self, requests, deadlines, options):
         self.batches.append(len(requests))
         if self.broken:
             raise RuntimeError("model exploded")

@@ -121,8 +121,8 @@ def test_run_batch_delivers_each_result_and_checks_the_count():
         futures = [queue.put(i, deadline + i) for i in range(3)]
         seen_deadlines = []
 
-        async def double(items, batch_deadline):
-            seen_deadlines.append(batch_deadline)
+        async def double(items, deadlines):
+            seen_deadlines.append(deadlines)
             return [2 * i for i in items]
 
         await run_batch(await queue.take(3), double, queue)
@@ -130,15 +130,15 @@ def test_run_batch_delivers_each_result_and_checks_the_count():
 
         bad = [queue.put(i, deadline) for i in range(2)]
 
-        async def short(items, batch_deadline):
+        async def short(items, deadlines):
             return items[:1]
 
         await run_batch(await queue.take(2), short, queue)
         errors = [f.exception() for f in bad]
-        return results, seen_deadlines == [deadline], errors
+        return results, seen_deadlines == [[deadline, deadline + 1, deadline + 2]], errors
 
-    results, earliest, errors = asyncio.run(scenario())
-    assert results == [0, 2, 4] and earliest
+    results, each_own_deadline, errors = asyncio.run(scenario())
+    assert results == [0, 2, 4] and each_own_deadline
     assert all(isinstance(e, RuntimeError) and "1 results for a batch of 2" in str(e) for e in errors)
 
 
@@ -148,7 +148,7 @@ def test_an_exception_reaches_every_waiter_and_retry_requeues():
         deadline = asyncio.get_running_loop().time() + 60
         futures = [queue.put(i, deadline) for i in range(2)]
 
-        async def broken(items, batch_deadline):
+        async def broken(items, deadlines):
             raise ValueError("model failed")
 
         await run_batch(await queue.take(2), broken, queue)
@@ -156,13 +156,13 @@ def test_an_exception_reaches_every_waiter_and_retry_requeues():
 
         again = [queue.put(i, deadline) for i in range(2)]
 
-        async def replica_died(items, batch_deadline):
+        async def replica_died(items, deadlines):
             raise Retry("replica lost")
 
         await run_batch(await queue.take(2), replica_died, queue)
         requeued = len(queue), [f.done() for f in again]
 
-        async def works(items, batch_deadline):
+        async def works(items, deadlines):
             return items
 
         await run_batch(await queue.take(2), works, queue)
@@ -180,7 +180,7 @@ def test_a_cancelled_batch_leaves_no_waiter_hanging():
         future = queue.put("x", asyncio.get_running_loop().time() + 60)
         batch = await queue.take(1)
 
-        async def forever(items, batch_deadline):
+        async def forever(items, deadlines):
             await asyncio.sleep(60)
             return items
 

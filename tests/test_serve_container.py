@@ -62,14 +62,14 @@ def test_prefix_state_cache_resumes_from_the_longest_cached_prefix(char_complete
 def test_char_runner_with_cached_states_answers_as_if_read_afresh(char_completer):
     runner = CharLSTMRunner(char_completer)
     options = Options(k=2, beam=2, max_chars=6)
-    deadline = time.monotonic() + 60
+    far = time.monotonic() + 60
     cut = FILE.index(b"return") + 3
-    first = runner.predict([request(FILE[:cut])], deadline, options)
-    typed = runner.predict([request(FILE[: cut + 4]), request(FILE[:cut], session="other")], deadline, options)
+    first = runner.predict([request(FILE[:cut])], [far], options)
+    typed = runner.predict([request(FILE[: cut + 4]), request(FILE[:cut], session="other")], [far, far], options)
     assert runner.states.hits == 1 and runner.states.misses == 2
-    again = runner.predict([request(FILE[: cut + 5])], deadline, options)  # a batch of warm sessions only
+    again = runner.predict([request(FILE[: cut + 5])], [far], options)  # a batch of warm sessions only
     assert runner.states.hits == 2 and again[0]
-    fresh = CharLSTMRunner(char_completer).predict([request(FILE[: cut + 4])], deadline, options)
+    fresh = CharLSTMRunner(char_completer).predict([request(FILE[: cut + 4])], [far], options)
     assert [t for t, _, _ in typed[0]] == [t for t, _, _ in fresh[0]]
     np.testing.assert_allclose([s for _, s, _ in typed[0]], [s for _, s, _ in fresh[0]], atol=1e-4)
     assert [t for t, _, _ in typed[1]] == [t for t, _, _ in first[0]]
@@ -78,8 +78,12 @@ def test_char_runner_with_cached_states_answers_as_if_read_afresh(char_completer
 
 def test_char_runner_stops_at_the_deadline(char_completer):
     runner = CharLSTMRunner(char_completer)
-    [candidates] = runner.predict([request(FILE[:30])], time.monotonic() - 1, Options(k=1, beam=2, max_chars=80))
-    assert candidates == [] or not candidates[0][2]  # nothing decoded, or cut short unfinished
+    passed, far = time.monotonic() - 1, time.monotonic() + 60
+    stopped, finished = runner.predict(
+        [request(FILE[:30]), request(FILE[:40], "bo")], [passed, far], Options(k=1, max_chars=8)
+    )
+    assert stopped == []  # its deadline had passed: stopped before its first character (the empty line is dropped)
+    assert finished and len(finished[0][0]) <= 8  # the other request decoded on
 
 
 @pytest.fixture
@@ -98,8 +102,8 @@ def tree_runner():
 def test_tree_runner_offers_the_rest_of_the_token_and_nothing_inside_strings(tree_runner):
     prefix = FILE + b"print(tot"
     in_string = request(b'const s = "in a', suffix=b' string";\n')
-    deadline = time.monotonic() + 60
-    found, nothing = tree_runner.predict([request(prefix), in_string], deadline, Options(k=3))
+    far = time.monotonic() + 60
+    found, nothing = tree_runner.predict([request(prefix), in_string], [far, far], Options(k=3))
     assert found and found[0][0] == b"al"  # "total" is the only name in reach starting with "tot"
     assert nothing == []
 
@@ -115,7 +119,7 @@ def test_tree_runner_windows_the_document_at_line_boundaries():
 class FlakyRunner:
     family = "fake"
 
-    def predict(self, requests, deadline, options):
+    def predict(self, requests, deadlines, options):
         if any(r["prefix"] == b"boom" for r in requests):
             raise ValueError("cannot")
         return [[(r["prefix"][::-1], -1.0, True)][: options.k] for r in requests]
@@ -125,11 +129,11 @@ def test_container_core_answers_predict_and_reports_errors():
     core = ContainerCore(FlakyRunner(), "m", "v1")
     hello = protocol.unpack(core.hello())
     assert (hello["type"], hello["model"], hello["family"], hello["version"]) == ("hello", "m", "fake", "v1")
-    frame = protocol.pack(protocol.PREDICT, batch=7, budget_ms=50.0, requests=[request(b"ab")], options={"k": 1})
+    frame = protocol.pack(protocol.PREDICT, batch=7, requests=[request(b"ab") | {"budget_ms": 50.0}], options={"k": 1})
     result = protocol.unpack(core.handle(frame, time.monotonic()))
     assert result["type"] == "result" and result["batch"] == 7 and result["results"] == [[[b"ba", -1.0, True]]]
-    assert result["cut_short"] is False
-    boom = protocol.pack(protocol.PREDICT, batch=8, budget_ms=50.0, requests=[request(b"boom")], options={})
+    assert result["cut_short"] == [False]
+    boom = protocol.pack(protocol.PREDICT, batch=8, requests=[request(b"boom") | {"budget_ms": 50.0}], options={})
     failed = protocol.unpack(core.handle(boom, time.monotonic()))
     assert failed["type"] == "error" and failed["batch"] == 8 and "ValueError: cannot" in failed["message"]
     garbage = protocol.unpack(core.handle(b"\x00garbage", time.monotonic()))

@@ -111,7 +111,7 @@ class CharLSTMCompleter:
         k: int = 3,
         beam_size: int = 4,
         max_chars: int = 80,
-        deadline: float | None = None,
+        deadline: float | Sequence[float] | None = None,
         states: Sequence[CharState] | None = None,
     ) -> list[list[Candidate]]:
         """Top-k completions of the rest of the line at each request's cursor, best first.
@@ -120,8 +120,9 @@ class CharLSTMCompleter:
         ends at a newline or the end of file (neither is part of its text) or after `max_chars`.
 
         Args:
-            deadline: a `time.monotonic()` instant; when it passes, the best hypotheses so far are
-                returned, unfinished ones marked `complete=False` (anytime decoding).
+            deadline: a `time.monotonic()` instant, or one per request; when a request's passes, its
+                best hypotheses so far are its answer, unfinished ones marked `complete=False`
+                (anytime decoding), and the others decode on without it.
             states: the requests' prefixes already read (from `encode`/`advance`), to skip reading.
         """
         if k < 1 or beam_size < 1 or max_chars < 1:
@@ -131,8 +132,13 @@ class CharLSTMCompleter:
         if states is None:
             states = self.encode([r.prefix for r in requests], [r.language for r in requests])
         beams = _Beams(states, beam_size, k)
+        deadlines = None if deadline is None else torch.tensor(
+            [deadline] * len(requests) if isinstance(deadline, float | int) else list(deadline), dtype=torch.float64
+        )  # fmt: skip
         for _ in range(max_chars):
-            if not beams.active or (deadline is not None and time.monotonic() >= deadline):
+            if deadlines is not None:
+                beams.retire(deadlines[beams.request] <= time.monotonic())
+            if not beams.active:
                 break
             tokens = beams.step()
             beams.log_probs, beams.state = self._step(tokens, beams.state)
@@ -241,12 +247,28 @@ class _Beams:
         self.state = (self.state[0][:, rows], self.state[1][:, rows])
         return kept_symbol[live].flatten().to(self.device)
 
-    def results(self) -> list[list[Candidate]]:
-        for row, request in enumerate(self.request.tolist()):  # cut short by max_chars or the deadline
+    def retire(self, done: torch.Tensor) -> None:
+        """Stop the live requests marked in `done` (A,): their unfinished hypotheses join their answers."""
+        if not bool(done.any()):
+            return
+        self._keep_unfinished(done.nonzero()[:, 0].tolist())
+        keep = ~done
+        rows = (torch.arange(len(done))[:, None] * self.width + torch.arange(self.width))[keep].flatten()
+        self.request, self.scores, self.history = self.request[keep], self.scores[keep], self.history[keep]
+        rows = rows.to(self.device)
+        self.state = (self.state[0][:, rows], self.state[1][:, rows])
+        self.log_probs = self.log_probs[rows]
+
+    def _keep_unfinished(self, live_rows: list[int]) -> None:
+        for row in live_rows:
+            request = int(self.request[row])
             for column in range(self.width):
                 if self.scores[row, column] > -math.inf:
                     text = bytes(self.history[row, column].tolist())
                     self.finished[request].append(Candidate(text, float(self.scores[row, column]), False))
+
+    def results(self) -> list[list[Candidate]]:
+        self._keep_unfinished(list(range(len(self.request))))  # cut short by max_chars
         ranked = []
         for candidates in self.finished:
             seen: set[bytes] = set()
