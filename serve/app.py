@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.server import LANGUAGE_ALIASES, Server
@@ -45,7 +45,7 @@ class CompletionBody(BaseModel):
     language: str
     segments: Segments | None = None
     document: str | None = Field(None, description="instead of segments: the whole document ...")
-    cursor: int | None = Field(None, description="... and the cursor, a UTF-8 byte offset into it")
+    cursor: StrictInt | None = Field(None, description="... and the cursor, a UTF-8 byte offset into it")
     user: str | None = None
     deadline_ms: float | None = Field(None, gt=0, description="answer within this (at most the objective)")
 
@@ -197,19 +197,24 @@ def _completion_input(body: CompletionBody, languages: list[str]) -> CompletionI
             400, "the text is not valid UTF-8 (a lone surrogate, or a cursor inside a character)"
         ) from None
     filepath = body.segments.filepath if body.segments is not None and body.segments.filepath else ""
-    return CompletionInput(language, prefix, suffix, body.user or "anonymous", filepath, body.deadline_ms)
+    user = body.user or "anonymous"
+    try:
+        (user + filepath).encode()
+    except UnicodeError:
+        raise BadRequest(400, "user or filepath is not valid UTF-8 (a lone surrogate)") from None
+    return CompletionInput(language, prefix, suffix, user, filepath, body.deadline_ms)
 
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """Refuses a body over `max_bytes` with 413, by its Content-Length or as it streams in."""
+    """Refuses a body over `max_bytes` with 413, by its Content-Length or as it streams in.
+
+    The body is read here, up to the bound, and handed on whole: a limit raised from inside the
+    app's own read would come out as the framework's 400.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -222,27 +227,28 @@ class BodyLimit:
         if not length.isdigit() or int(length) > self.max_bytes:
             await self._refuse(send)
             return
-        seen = 0
-        started = False
-
-        async def counted_receive() -> Any:
-            nonlocal seen
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
-        async def tracked_send(message: Any) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
                 await self._refuse(send)
+                return
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: the disconnect, when it comes
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Any) -> None:
         body = b'{"error": "the body is too large (or its Content-Length is not a number)"}'

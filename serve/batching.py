@@ -41,6 +41,7 @@ class Pending(Generic[Item, Result]):
     sequence: int  # ties broken by arrival
     item: Item = dataclasses.field(compare=False)
     future: asyncio.Future[Result] = dataclasses.field(compare=False)
+    timer: asyncio.TimerHandle | None = dataclasses.field(default=None, compare=False)  # expires it in the queue
 
 
 class DeadlineQueue(Generic[Item, Result]):
@@ -67,11 +68,21 @@ class DeadlineQueue(Generic[Item, Result]):
     def put(self, item: Item, deadline: float) -> asyncio.Future[Result]:
         """Queue a request; the returned future gets its result, or the exception that stopped it."""
         if len(self._heap) >= self.max_size:
+            self._drop_dead()
+        if len(self._heap) >= self.max_size:
             raise QueueFull(f"queue holds {len(self._heap)} requests, its bound")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._heap, Pending(deadline, next(self._sequence), item, future))
+        loop = asyncio.get_running_loop()
+        pending: Pending[Item, Result] = Pending(deadline, next(self._sequence), item, loop.create_future())
+        # Expire it at its deadline even if no worker comes to take it (all busy, or none alive).
+        pending.timer = loop.call_later(max(0.0, deadline - self.clock()), self._expire, pending)
+        heapq.heappush(self._heap, pending)
         self._arrived.set()
-        return future
+        return pending.future
+
+    def _expire(self, pending: Pending[Item, Result]) -> None:
+        if not pending.future.done():
+            pending.future.set_exception(DeadlineExpired("deadline passed before a batch formed"))
+            self.expired += 1
 
     async def take(self, max_items: int, wait_s: float = 0.0) -> list[Pending[Item, Result]]:
         """Wait for work, then return up to `max_items` live requests, earliest deadline first.
@@ -97,12 +108,17 @@ class DeadlineQueue(Generic[Item, Result]):
                         break
                 self._drop_dead()
             batch = [heapq.heappop(self._heap) for _ in range(min(max_items, len(self._heap)))]
+            for pending in batch:
+                if pending.timer is not None:
+                    pending.timer.cancel()  # being computed now: it is answered, late or not
             if batch:
                 return batch
 
     def requeue(self, batch: Sequence[Pending[Item, Result]]) -> None:
         """Put taken requests back, past the bound if need be: they were admitted once already."""
+        loop = asyncio.get_running_loop()
         for pending in batch:
+            pending.timer = loop.call_later(max(0.0, pending.deadline - self.clock()), self._expire, pending)
             heapq.heappush(self._heap, pending)
         self._arrived.set()
 
@@ -110,11 +126,10 @@ class DeadlineQueue(Generic[Item, Result]):
         now = self.clock()
         live = []
         for pending in self._heap:
-            if pending.future.done():  # the caller was cancelled
+            if pending.future.done():  # expired, or the caller was cancelled
                 continue
             if pending.deadline <= now:
-                pending.future.set_exception(DeadlineExpired("deadline passed before a batch formed"))
-                self.expired += 1
+                self._expire(pending)
                 continue
             live.append(pending)
         if len(live) != len(self._heap):

@@ -60,40 +60,45 @@ class Runner(Protocol):
 class PrefixStateCache:
     """Char-LSTM states of recent prefixes per session, so one more keystroke costs one more character.
 
-    For each session (user, file, language) the newest prefix is kept with the states read at up to
-    `per_session` of its lengths; a new prefix resumes from the longest of them that it still starts
-    with (typing goes on from the newest, a deletion from an older one).
+    For each session (user, file, language) the states read at the last `per_session` prefixes are
+    kept, each with a digest of its prefix (not the prefix: files can be large); a new prefix resumes
+    from the longest of them that it still starts with (typing goes on from the newest, a deletion
+    from an older one).
     """
 
     def __init__(self, sessions: int = 1024, per_session: int = 8) -> None:
         self.sessions, self.per_session = sessions, per_session
-        self._entries: collections.OrderedDict[str, tuple[bytes, dict[int, CharState]]] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[str, dict[int, tuple[bytes, CharState]]] = collections.OrderedDict()
         self.hits = self.misses = 0
 
     def lookup(self, session: str, prefix: bytes, max_gap: int) -> tuple[CharState, bytes] | None:
         """The state of the longest cached prefix of `prefix` within `max_gap` bytes, and the rest to read."""
-        entry = self._entries.get(session)
-        if entry is not None:
+        states = self._entries.get(session)
+        if states is not None:
             self._entries.move_to_end(session)
-            newest, states = entry
             for length in sorted(states, reverse=True):
                 if len(prefix) - length > max_gap:
                     break
-                if length <= len(prefix) and prefix.startswith(newest[:length]):
+                digest, state = states[length]
+                if length <= len(prefix) and _digest(prefix[:length]) == digest:
                     self.hits += 1
-                    return states[length], prefix[length:]
+                    return state, prefix[length:]
         self.misses += 1
         return None
 
     def store(self, session: str, prefix: bytes, state: CharState) -> None:
-        newest, states = self._entries.pop(session, (b"", {}))
-        kept = {n: s for n, s in states.items() if n <= len(prefix) and prefix.startswith(newest[:n])}
-        kept[len(prefix)] = state
-        for length in sorted(kept, key=lambda n: -n)[self.per_session :]:
-            del kept[length]  # the oldest checkpoints are the shortest: typing moves forward
-        self._entries[session] = (prefix, kept)
+        states = self._entries.pop(session, {})
+        states.pop(len(prefix), None)
+        states[len(prefix)] = (_digest(prefix), state)  # dicts keep insertion order: newest last
+        for length in list(states)[: -self.per_session]:
+            del states[length]
+        self._entries[session] = states
         while len(self._entries) > self.sessions:
             self._entries.popitem(last=False)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class CharLSTMRunner:

@@ -67,6 +67,7 @@ class Replica:
     batch_latency_s: float = 0.01  # moving average, for the admission estimate
     worker: asyncio.Task[None] | None = None
     alive: bool = True
+    busy: bool = False  # computing a batch
 
 
 # Where a token is being typed: after a word character, or a member access that starts one.
@@ -97,7 +98,9 @@ class ModelEndpoint:
         """Queue a request; raises QueueFull at the bound, or when the queue ahead of it would take the
         replicas longer to clear than the request has left (better refused now than late)."""
         rate = sum(r.aimd.size / r.batch_latency_s for r in self.replicas.values() if r.alive)  # requests/s
-        if rate > 0 and len(self.queue) / rate > deadline - time.monotonic():
+        if rate == 0:
+            raise QueueFull("no live replica (restarting)")
+        if len(self.queue) / rate > deadline - time.monotonic():
             raise QueueFull(f"{len(self.queue)} requests ahead would take {len(self.queue) / rate * 1000:.0f} ms")
         future = self.queue.put(request, deadline)
         self.metrics.queue_depth.labels(self.name).set(len(self.queue))
@@ -143,33 +146,48 @@ class Frontend:
         while True:
             peer, frame = await self.transport.receive()
             try:
-                message = protocol.unpack(frame)
-            except protocol.ProtocolError as error:
-                log.warning("dropped a message from %r: %s", peer, error)
-                continue
-            kind = message["type"]
-            if kind in (protocol.HELLO, protocol.HEARTBEAT):
-                self._beat(peer, message)
-            elif kind in (protocol.RESULT, protocol.ERROR):
-                waiting = self._in_flight.pop(message.get("batch", -1), None)
-                if waiting is not None and not waiting[1].done():
+                self._handle(peer, frame)
+            except Exception:  # one bad container message must not stop the frontend hearing the others
+                log.exception("dropped a message from %r", peer)
+
+    def _handle(self, peer: bytes, frame: bytes) -> None:
+        try:
+            message = protocol.unpack(frame)
+        except protocol.ProtocolError as error:
+            log.warning("dropped a message from %r: %s", peer, error)
+            return
+        kind = message["type"]
+        if kind in (protocol.HELLO, protocol.HEARTBEAT):
+            self._beat(peer, message)
+        elif kind in (protocol.RESULT, protocol.ERROR):
+            batch = message.get("batch")
+            waiting = self._in_flight.get(batch) if isinstance(batch, int) else None
+            if isinstance(batch, int) and waiting is not None and waiting[0] == peer:  # answered by its replica
+                del self._in_flight[batch]
+                if not waiting[1].done():
                     waiting[1].set_result(message)
-                elif kind == protocol.ERROR:
-                    log.warning("container %r: %s", peer, message.get("message"))
+            elif kind == protocol.ERROR:
+                log.warning("container %r: %s", peer, message.get("message"))
 
     def _beat(self, peer: bytes, message: dict[str, Any]) -> None:
         replica = self.replicas.get(peer)
         if replica is not None:
             replica.last_seen = time.monotonic()
             return
-        endpoint = self.endpoints.get(message.get("model", ""))
-        if endpoint is None:
-            log.warning("container %r serves unknown model %r; ignored", peer, message.get("model"))
+        model, family, version = message.get("model"), message.get("family"), message.get("version")
+        endpoint = self.endpoints.get(model) if isinstance(model, str) else None
+        if endpoint is None or not isinstance(family, str) or not isinstance(version, str):
+            log.warning("container %r: no served model, family or version in its hello (%r); ignored", peer, model)
+            return
+        if endpoint.live_replicas and version != endpoint.version:
+            # The caches key answers by checkpoint version: one endpoint serves one version at a time.
+            log.warning("container %r serves %s version %s, not %s; ignored", peer, model, version, endpoint.version)
             return
         b = endpoint.batching
+        pid = message.get("pid")
         replica = Replica(
-            peer, endpoint.name, str(message["family"]), str(message["version"]), int(message.get("pid", 0)),
-            time.monotonic(), AIMDBatchSize(b.objective_ms / 1000, b.max_batch, fixed=b.fixed),
+            peer, endpoint.name, family, version, pid if isinstance(pid, int) else 0, time.monotonic(),
+            AIMDBatchSize(b.objective_ms / 1000, b.max_batch, fixed=b.fixed),
         )  # fmt: skip
         self.replicas[peer] = endpoint.replicas[peer] = replica
         endpoint.version, endpoint.family = replica.version, replica.family
@@ -190,6 +208,8 @@ class Frontend:
                 del self._in_flight[batch]
                 if not future.done():
                     future.set_exception(ReplicaLost(reason))
+        if replica.worker is not None and not replica.busy:
+            replica.worker.cancel()  # idle in the queue; a busy one stops after its batch (and requeues it)
         self.metrics.replicas.labels(endpoint.name).set(endpoint.live_replicas)
         log.warning("replica %s of %s lost: %s", identity.decode(errors="replace"), replica.model, reason)
 
@@ -207,6 +227,7 @@ class Frontend:
         queue = endpoint.queue
         while replica.alive:
             batch = await queue.take(replica.aimd.size, endpoint.batching.wait_ms / 1000)
+            replica.busy = True  # from here on `lose` leaves the worker to requeue its batch
             if not replica.alive:
                 queue.requeue(batch)
                 return
@@ -218,7 +239,10 @@ class Frontend:
             async def predict(items: list[dict[str, Any]], deadlines: list[float]) -> list[ModelAnswer]:
                 return await self._call(replica, items, deadlines, options, light)  # noqa: B023
 
-            await run_batch(batch, predict, queue)
+            try:
+                await run_batch(batch, predict, queue)
+            finally:
+                replica.busy = False
             elapsed = time.monotonic() - started
             if replica.alive:
                 replica.aimd.record(len(batch), elapsed)
@@ -230,11 +254,11 @@ class Frontend:
         self, replica: Replica, items: list[dict[str, Any]], deadlines: list[float], options: Options, light: bool
     ) -> list[ModelAnswer]:
         batch_id = next(self._batch_ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._in_flight[batch_id] = (replica.identity, future)
         now = time.monotonic()  # budgets travel as time left: the container's clock is its own
         requests = [{**item, "budget_ms": max(0.0, (d - now) * 1000)} for item, d in zip(items, deadlines, strict=True)]
         frame = protocol.pack(protocol.PREDICT, batch=batch_id, requests=requests, options=dataclasses.asdict(options))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._in_flight[batch_id] = (replica.identity, future)
         try:
             await self.transport.send(replica.identity, frame)
         except zmq.ZMQError as error:  # the peer is gone (ROUTER_MANDATORY)

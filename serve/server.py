@@ -77,6 +77,9 @@ class Server:
         """`transport` and `supervise=False` let a test bring its own containers."""
         if not config.models:
             raise ValueError("no models to serve")
+        if supervise:  # before any socket or file is opened
+            for name, model in config.models.items():
+                _check_checkpoint(name, model.checkpoint)
         self.config = config
         self.metrics = Metrics()
         self.endpoints = {
@@ -93,8 +96,6 @@ class Server:
         self.store = FeedbackStore(config.store_path)
         self.supervisor: Supervisor | None = None
         if supervise:
-            for name, model in config.models.items():
-                _check_checkpoint(name, model.checkpoint)
             address = getattr(self.transport, "address", "")
             specs = [
                 ContainerSpec(name, m.checkpoint, m.replicas, m.threads, m.settings)
@@ -108,9 +109,13 @@ class Server:
 
     async def start(self, ready_timeout_s: float = 120.0) -> None:
         await self.frontend.start()
-        if self.supervisor is not None:
-            self.supervisor.start()
-            await self.supervisor.wait_ready(ready_timeout_s)
+        try:
+            if self.supervisor is not None:
+                self.supervisor.start()
+                await self.supervisor.wait_ready(ready_timeout_s)
+        except BaseException:
+            await self.stop()  # no containers, sockets or files left behind
+            raise
 
     async def stop(self) -> None:
         await self.frontend.stop()

@@ -102,7 +102,8 @@ class CompletionService:
         # Answers travel back after the models' deadline: wait half the margin past it; the other half
         # is for the HTTP reply.
         reply_by = started + (budget_ms - self.config.margin_ms / 2) / 1000
-        await asyncio.wait(tasks.values(), timeout=max(0.0, reply_by - time.monotonic()))
+        if tasks:  # none when no model applies here (token models after a space)
+            await asyncio.wait(tasks.values(), timeout=max(0.0, reply_by - time.monotonic()))
         answers: dict[str, ModelAnswer] = {}
         status, cache = {}, {}
         for name, task in tasks.items():

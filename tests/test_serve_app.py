@@ -310,6 +310,8 @@ def test_requests_that_could_not_be_served_in_time_are_refused_up_front(tmp_path
         (b'{"language": "javascript"}', 422, "segments.prefix"),
         (b'{"language": "javascript", "document": "ab", "cursor": 3}', 422, "outside the document"),
         (b'{"language": "javascript", "document": "\xc3\xa9", "cursor": 1}', 400, "inside a character"),
+        (b'{"language": "javascript", "document": "ab", "cursor": true}', 422, "invalid request"),
+        (b'{"language": "javascript", "segments": {"prefix": "x"}, "user": "\\udc80"}', 400, "user or filepath"),
         (b'{"language": "javascript", "segments": {"prefix": "' + b"x" * 30_000 + b'"}}', 413, "too large"),
     ],
 )
@@ -325,6 +327,84 @@ def test_bad_input_gets_a_clear_4xx(tmp_path, payload, status, message):
     response, healthy = asyncio.run(scenario())
     assert response.status_code == status and message in response.text
     assert "error" in response.json() and healthy == 200  # and the server is still up
+
+
+def test_an_oversized_body_without_a_length_is_refused_as_it_streams(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+
+            async def chunks():
+                yield b'{"language": "javascript", "segments": {"prefix": "'
+                for _ in range(30):
+                    yield b"x" * 1000
+                yield b'"}}'
+
+            return await run.client.post("/v1/completions", content=chunks())
+
+    response = asyncio.run(scenario())
+    assert "content-length" not in response.request.headers  # sent chunked
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+
+
+def test_bad_container_messages_are_dropped_and_the_frontend_keeps_serving(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+            rogue = run.server.transport.connect(b"rogue")
+            await rogue.send(protocol.pack(protocol.HELLO, model="echo"))  # no family, no version
+            await rogue.send(protocol.pack(protocol.HELLO, model=["echo"], family="f", version="v1"))
+            await rogue.send(protocol.pack(protocol.HELLO, model="echo", family="fake", version="v2"))  # other version
+            await rogue.send(protocol.pack(protocol.RESULT, batch=[1], results=[]))
+            await rogue.send(b"\xc1 not msgpack")
+            await asyncio.sleep(0.05)
+            answer = (await run.client.post("/v1/completions", json=body())).json()
+            late_joiner = FakeContainer(run.server.transport, b"echo-1", "echo", EchoRunner())
+            await late_joiner.start()
+            await asyncio.sleep(0.05)
+            replicas = sorted(run.server.frontend.replicas)
+            late_joiner.stop()
+            return answer, replicas
+
+    answer, replicas = asyncio.run(scenario())
+    assert answer["models"] == {"echo": "ok"}
+    assert replicas == [b"echo-0", b"echo-1"]  # the rogue never joined; a proper container still can
+
+
+def test_a_request_no_model_applies_to_gets_an_empty_answer(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, models=("token",))
+        cfg.models["token"] = ModelConfig(checkpoint="unused", trigger="token")
+        async with running(cfg, containers=[("token", "t", 0.0)]) as run:
+            return await run.client.post("/v1/completions", json=body(prefix="let x = "))
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 200
+    assert response.json()["choices"] == [] and response.json()["models"] == {} and not response.json()["degraded"]
+
+
+def test_requests_expire_in_the_queue_while_the_only_replica_is_busy(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, cache_bytes=0, approx_entries=0, objective_ms=200.0)
+        async with running(cfg, containers=[("echo", "e", 0.35)]) as run:
+            first = asyncio.ensure_future(run.client.post("/v1/completions", json=body(prefix="one")))
+            await asyncio.sleep(0.02)
+            started = time.monotonic()
+            second = await run.client.post("/v1/completions", json=body(prefix="two"))
+            return (await first).json(), second, time.monotonic() - started
+
+    first, second, elapsed = asyncio.run(scenario())
+    assert first["models"] == {"echo": "late"}  # computing at its deadline
+    assert second.status_code == 503 and elapsed < 0.3  # expired in the queue at its deadline: shed
+
+
+def test_with_no_live_replica_requests_are_shed_at_once(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path), containers=[]) as run:
+            started = time.monotonic()
+            response = await run.client.post("/v1/completions", json=body())
+            return response, time.monotonic() - started
+
+    response, elapsed = asyncio.run(scenario())
+    assert response.status_code == 503 and elapsed < 0.1
 
 
 def test_document_and_cursor_form_and_language_aliases(tmp_path):
