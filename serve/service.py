@@ -75,6 +75,7 @@ class ServiceConfig:
     approx_audit: float = 0.0  # share of approximate and typed-through hits also computed, to count differing answers
     typed_sessions: int = 10_000  # sessions whose last answer is kept for typing through it (0: off)
     completions_kept: int = 100_000  # recent completions remembered for feedback events
+    max_in_flight: int = 64  # requests in progress at once; more are shed with 503 at once
 
 
 class CompletionService:
@@ -91,9 +92,20 @@ class CompletionService:
         # What feedback events need of recent completions (not their contexts, which may be large).
         self.recent: collections.OrderedDict[str, Served] = collections.OrderedDict()
         self.approx_audited = self.approx_differs = 0
+        self.in_flight = 0
         self._audits = 0.0
 
     async def complete(self, request: CompletionInput) -> CompletionOutput:
+        if self.in_flight >= self.config.max_in_flight:  # the cheapest answer under overload: at once
+            self.metrics.requests.labels("shed").inc()
+            raise Overloaded(f"{self.in_flight} requests in progress")
+        self.in_flight += 1
+        try:
+            return await self._complete(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _complete(self, request: CompletionInput) -> CompletionOutput:
         started = time.monotonic()
         budget_ms = min(self.config.objective_ms, request.deadline_ms or self.config.objective_ms)
         deadline = started + max(0.0, budget_ms - self.config.margin_ms) / 1000

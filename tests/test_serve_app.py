@@ -277,6 +277,19 @@ def test_overload_sheds_with_503_and_retry_after(tmp_path):
     assert shed.headers["retry-after"] == "1" and "overloaded" in shed.json()["error"]
 
 
+def test_requests_beyond_the_in_flight_bound_are_shed_at_once(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, cache_bytes=0, approx_entries=0, max_in_flight=2, objective_ms=300.0)
+        async with running(cfg, containers=[("echo", "e", 0.1)]) as run:
+            return await asyncio.gather(
+                *(run.client.post("/v1/completions", json=body(prefix=f"i{i}")) for i in range(6))
+            )
+
+    responses = asyncio.run(scenario())
+    assert sorted(r.status_code for r in responses) == [200, 200, 503, 503, 503, 503]
+    assert all("in progress" in r.json()["error"] for r in responses if r.status_code == 503)
+
+
 def test_requests_that_could_not_be_served_in_time_are_refused_up_front(tmp_path):
     async def scenario():
         cfg = config(tmp_path, cache_bytes=0, approx_entries=0, max_queue=64, objective_ms=300.0)
