@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from pathlib import Path
@@ -95,6 +96,7 @@ class Server:
         self.service = CompletionService(self.endpoints, languages, config.service, self.metrics)
         self.store = FeedbackStore(config.store_path)
         self.supervisor: Supervisor | None = None
+        self._lag_watch: asyncio.Task[None] | None = None
         if supervise:
             address = getattr(self.transport, "address", "")
             specs = [
@@ -109,6 +111,7 @@ class Server:
 
     async def start(self, ready_timeout_s: float = 120.0) -> None:
         await self.frontend.start()
+        self._lag_watch = asyncio.create_task(self.service.watch_loop_lag())
         try:
             if self.supervisor is not None:
                 self.supervisor.start()
@@ -118,6 +121,8 @@ class Server:
             raise
 
     async def stop(self) -> None:
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         await self.frontend.stop()
         if self.supervisor is not None:
             await self.supervisor.stop()

@@ -76,6 +76,7 @@ class ServiceConfig:
     typed_sessions: int = 10_000  # sessions whose last answer is kept for typing through it (0: off)
     completions_kept: int = 100_000  # recent completions remembered for feedback events
     max_in_flight: int = 64  # requests in progress at once; more are shed with 503 at once
+    max_loop_lag_ms: float = 10.0  # shed at once while the event loop runs this far behind
 
 
 class CompletionService:
@@ -93,17 +94,28 @@ class CompletionService:
         self.recent: collections.OrderedDict[str, Served] = collections.OrderedDict()
         self.approx_audited = self.approx_differs = 0
         self.in_flight = 0
+        self.loop_lag_ms = 0.0
         self._audits = 0.0
 
     async def complete(self, request: CompletionInput) -> CompletionOutput:
-        if self.in_flight >= self.config.max_in_flight:  # the cheapest answer under overload: at once
+        if self.in_flight >= self.config.max_in_flight or self.loop_lag_ms > self.config.max_loop_lag_ms:
+            # The cheapest answer under overload, at once: requests waiting for this event loop are not
+            # counted by their deadlines, which start here.
             self.metrics.requests.labels("shed").inc()
-            raise Overloaded(f"{self.in_flight} requests in progress")
+            raise Overloaded(f"{self.in_flight} requests in progress, event loop {self.loop_lag_ms:.0f} ms behind")
         self.in_flight += 1
         try:
             return await self._complete(request)
         finally:
             self.in_flight -= 1
+
+    async def watch_loop_lag(self, interval_s: float = 0.005) -> None:
+        """Keep `loop_lag_ms`, a moving average of how late this event loop wakes up: its backlog."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(interval_s)
+            late_ms = max(0.0, (time.monotonic() - before - interval_s) * 1000)
+            self.loop_lag_ms = 0.7 * self.loop_lag_ms + 0.3 * late_ms
 
     async def _complete(self, request: CompletionInput) -> CompletionOutput:
         started = time.monotonic()

@@ -290,6 +290,36 @@ def test_requests_beyond_the_in_flight_bound_are_shed_at_once(tmp_path):
     assert all("in progress" in r.json()["error"] for r in responses if r.status_code == 503)
 
 
+def test_requests_are_shed_at_once_while_the_event_loop_lags(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path, max_loop_lag_ms=10.0)) as run:
+            ok = await run.client.post("/v1/completions", json=body())
+            run.server._lag_watch.cancel()  # hold the measurement still
+            await asyncio.sleep(0)
+            run.server.service.loop_lag_ms = 25.0  # as if a backlog of work held the loop up
+            shed = await run.client.post("/v1/completions", json=body(prefix="other"))
+            return ok, shed
+
+    ok, shed = asyncio.run(scenario())
+    assert ok.status_code == 200 and shed.status_code == 503 and "behind" in shed.json()["error"]
+
+
+def test_the_loop_lag_watch_measures_a_blocked_loop(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as run:
+            watch = asyncio.ensure_future(run.server.service.watch_loop_lag(0.001))
+            await asyncio.sleep(0.02)
+            quiet = run.server.service.loop_lag_ms
+            time.sleep(0.05)  # block the loop: the watch wakes up 50 ms late
+            await asyncio.sleep(0.002)
+            blocked = run.server.service.loop_lag_ms
+            watch.cancel()
+            return quiet, blocked
+
+    quiet, blocked = asyncio.run(scenario())
+    assert quiet < 10 < blocked
+
+
 def test_requests_that_could_not_be_served_in_time_are_refused_up_front(tmp_path):
     async def scenario():
         cfg = config(tmp_path, cache_bytes=0, approx_entries=0, max_queue=64, objective_ms=300.0)
