@@ -27,6 +27,7 @@ from codecomp.inference import CompletionRequest, load_checkpoint
 from codecomp.inference.char_lstm import CharLSTMCompleter, CharState
 from codecomp.inference.tree_lstm import HoleRequest, NoHole, TreeLSTMCompleter
 from serve import protocol
+from serve.cache import digest
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ class PrefixStateCache:
             for length in sorted(states, reverse=True):
                 if len(prefix) - length > max_gap:
                     break
-                digest, state = states[length]
-                if length <= len(prefix) and _digest(prefix[:length]) == digest:
+                stored, state = states[length]
+                if length <= len(prefix) and digest((prefix[:length],)) == stored:
                     self.hits += 1
                     return state, prefix[length:]
         self.misses += 1
@@ -89,16 +90,12 @@ class PrefixStateCache:
     def store(self, session: str, prefix: bytes, state: CharState) -> None:
         states = self._entries.pop(session, {})
         states.pop(len(prefix), None)
-        states[len(prefix)] = (_digest(prefix), state)  # dicts keep insertion order: newest last
+        states[len(prefix)] = (digest((prefix,)), state)  # dicts keep insertion order: newest last
         for length in list(states)[: -self.per_session]:
             del states[length]
         self._entries[session] = states
         while len(self._entries) > self.sessions:
             self._entries.popitem(last=False)
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 class CharLSTMRunner:
@@ -199,11 +196,11 @@ def load_runner(checkpoint: str | Path, **settings: Any) -> Runner:
 
 def checkpoint_version(path: str | Path) -> str:
     """A short content hash: cache keys change when the checkpoint does."""
-    digest = hashlib.blake2b(digest_size=8)
+    hasher = hashlib.blake2b(digest_size=8)
     with open(path, "rb") as file:
         while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 class ContainerCore:

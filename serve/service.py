@@ -15,8 +15,9 @@ import time
 import uuid
 from typing import Any
 
+from serve.approx_cache import ApproximateCache
 from serve.batching import DeadlineExpired, QueueFull
-from serve.cache import ApproximateCache, PredictionCache, TypedThroughCache, context_key
+from serve.cache import PredictionCache, TypedThroughCache, context_key
 from serve.frontend import ModelAnswer, ModelEndpoint
 from serve.metrics import Metrics
 
