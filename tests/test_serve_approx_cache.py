@@ -132,7 +132,8 @@ def test_signatures_are_deterministic_across_instances_and_processes() -> None:
     assert ApproximateCache().signature(prefix) == signature
     assert ApproximateCache(seed=1).signature(prefix) != signature
     # A fresh interpreter with a different str hash seed must agree (no use of hash()).
-    code = "import sys; from serve.approx_cache import ApproximateCache as C; print(C().signature(sys.stdin.buffer.read()))"  # noqa: E501
+    code = "import sys; from serve.approx_cache import ApproximateCache as C; "
+    code += "print(C().signature(sys.stdin.buffer.read()))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-c", code], input=prefix, capture_output=True, check=True, cwd=ROOT, env=env
