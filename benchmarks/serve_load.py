@@ -35,16 +35,9 @@ from typing import Any
 
 import httpx
 
+from serve.editors import TraceConfig, build_trace, documents_from_corpus, scale_trace
 from serve.launch import ServerProcess
-from serve.loadgen import (
-    TraceConfig,
-    build_trace,
-    documents_from_corpus,
-    meets_objective,
-    replay,
-    scale_trace,
-    summarize,
-)
+from serve.loadgen import meets_objective, replay, summarize
 
 CONFIGURATIONS = {
     "full system": [],
