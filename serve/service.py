@@ -111,12 +111,13 @@ class CompletionService:
             self.in_flight -= 1
 
     async def watch_loop_lag(self, interval_s: float = 0.005) -> None:
-        """Keep `loop_lag_ms`, a moving average of how late this event loop wakes up: its backlog."""
+        """Keep `loop_lag_ms`, a moving average of how late this event loop wakes up: its backlog.
+        Slow to move, so a lasting backlog sheds work and one stall (a start-up, a collection) does not."""
         while True:
             before = time.monotonic()
             await asyncio.sleep(interval_s)
             late_ms = max(0.0, (time.monotonic() - before - interval_s) * 1000)
-            self.loop_lag_ms = 0.7 * self.loop_lag_ms + 0.3 * late_ms
+            self.loop_lag_ms = 0.9 * self.loop_lag_ms + 0.1 * late_ms
 
     async def _complete(self, request: CompletionInput) -> CompletionOutput:
         started = time.monotonic()
