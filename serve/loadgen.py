@@ -28,7 +28,7 @@ from serve.http_client import KeepAliveClient, PostClient
 logger = logging.getLogger(__name__)
 
 COMPLETIONS_PATH = "/v1/completions"
-CACHE_HITS = frozenset({"hit", "approx", "shared"})
+CACHE_HITS = frozenset({"hit", "shared", "typed", "approx"})  # the service's cache field, all but "miss"
 
 
 @dataclasses.dataclass(frozen=True)
