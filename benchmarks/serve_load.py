@@ -230,6 +230,34 @@ def overload(bench: Bench, factor: float) -> dict[str, Any]:
     }
 
 
+def cache_ceiling(bench: Bench, seconds: float = 5.0, distinct: int = 200) -> float:
+    """The highest rate that holds the objective when no model runs: the first `distinct` requests of the
+    trace, sent once to fill the exact cache, then over and over on the same server at doubling rates
+    and one geometric bisection. The load generator, HTTP and the frontend share the machine with the
+    models, so no configuration's capacity can exceed this here."""
+    requests = bench.trace(1.0)[:distinct]
+
+    def at(rate: float, count: int) -> list[Any]:
+        return [dataclasses.replace(requests[i % len(requests)], t=i / rate) for i in range(count)]
+
+    with bench.server([], "ceiling") as server:
+        asyncio.run(replay(server.url, at(50.0, len(requests)), timeout_s=5.0))  # every answer now cached
+
+        def meets(rate: float) -> bool:
+            summary = summarize(asyncio.run(replay(server.url, at(rate, int(rate * seconds)), timeout_s=5.0)))
+            ok = meets_objective(summary, bench.objective_ms)
+            print(f"  {'cache ceiling':<15} {rate:7.0f} req/s  p99 {fmt(summary['p99_ms'])} ms  cache hits "
+                  f"{summary['cache_hit_share']:6.1%}  {'meets' if ok else 'misses'}", flush=True)  # fmt: skip
+            return ok
+
+        rate = 100.0
+        while meets(rate) and rate < 6400:
+            rate *= 2
+        low = rate / 2
+        middle = math.sqrt(low * rate)
+        return middle if meets(middle) else low
+
+
 def approx_audit(bench: Bench) -> dict[str, Any]:
     """How often the approximate cache answers, and how often its answer differs from the model's."""
     trace = bench.trace(1.0, seed=2)
@@ -255,7 +283,9 @@ def main() -> None:
     bench = Bench(documents, args.editors, args.seconds, args.objective_ms, logs, args.overrides)
     print(f"{len(documents)} held-out files; {args.editors} editors; {args.seconds:g} s trials; server logs in {logs}")
     names = ["full system", "batching off"] if args.quick else list(CONFIGURATIONS)
-    capacities, base = {}, {}
+    capacities: dict[str, float] = {}
+    base: dict[str, dict[str, Any]] = {}
+    figures: dict[str, Any] = {"capacity": capacities}
     for name in names:
         capacities[name], base[name] = bench.capacity(CONFIGURATIONS[name], name)
     print(
@@ -270,10 +300,15 @@ def main() -> None:
         print(f"{name:<15} {s['rate']:6.1f} {fmt(s['p50_ms'])} {fmt(s['p95_ms'])} {fmt(s['p99_ms'])} "
               f"{s['cache_hit_share']:6.1%} {s['degraded_share']:6.1%} {s['shed_share']:6.1%} {batch:>16} "
               f"{capacities[name]:9.1f} {ratio:15.1f}")  # fmt: skip
+    ceiling = cache_ceiling(bench)
+    figures["cache_ceiling"] = ceiling
+    off = capacities["batching off"]
+    print(f"Ceiling with every request an exact-cache hit (no model runs): {ceiling:.0f} req/s, "
+          f"{ceiling / off if off else float('inf'):.1f}x the batching-off capacity: no configuration can reach "
+          f"more than that here")  # fmt: skip
     cold = base["full system"]["cold"]
     print(f"Cold sessions (each editor's first request, in the warm-up; full system): {cold['count']}, "
           f"p50 {cold['p50_ms']:.1f} ms, max {cold['max_ms']:.1f} ms, degraded {cold['degraded']:.0%}")  # fmt: skip
-    figures: dict[str, Any] = {"capacity": capacities}
     keystrokes = keystroke_latency(bench, documents)
     figures["keystroke_ms"] = keystrokes
     print(f"\nPer-keystroke median latency: 1 KB file {keystrokes['1 KB']:.1f} ms, 100 KB file "

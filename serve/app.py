@@ -11,6 +11,7 @@ language, an oversized body, text that is not UTF-8, a cursor outside the docume
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -18,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,6 +32,7 @@ from serve.store import Event
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
+GUARDED_PATHS = frozenset({"/v1/completions", "/v1/events", "/v1/models"})  # with a bearer token configured
 
 
 class Segments(BaseModel):
@@ -94,11 +96,8 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
 
     app = FastAPI(title="codecomp", version=VERSION, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=server.config.max_body_bytes)
-
-    def authorized(request: Request) -> None:
-        token = server.config.token
-        if token and not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
-            raise BadRequest(401, "missing or wrong bearer token")
+    if server.config.token:  # added last, so it runs first: before the body is read, sized or parsed
+        app.add_middleware(BearerToken, token=server.config.token, paths=GUARDED_PATHS)
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, error: BadRequest) -> JSONResponse:
@@ -119,7 +118,7 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
         detail = [{"field": ".".join(str(part) for part in p["loc"][1:]), "problem": p["msg"]} for p in problems]
         return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
 
-    @app.post("/v1/completions", response_model=CompletionOut, dependencies=[Depends(authorized)])
+    @app.post("/v1/completions", response_model=CompletionOut)
     async def completions(body: CompletionBody) -> Any:
         try:
             output = await server.service.complete(_completion_input(body, server.languages))
@@ -133,7 +132,7 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
             light=output.light, latency_ms=output.latency_ms,
         )  # fmt: skip
 
-    @app.post("/v1/events", dependencies=[Depends(authorized)])
+    @app.post("/v1/events")
     async def events(body: EventBody) -> dict[str, Any]:
         served = server.service.recent.get(body.completion_id)
         if served is None:
@@ -160,7 +159,7 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
             "status": "ok" if ok else "degraded", "models": models,
         }  # fmt: skip
 
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         described = []
         for (name, endpoint), model in zip(server.endpoints.items(), server.config.models.values(), strict=True):
@@ -251,7 +250,28 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Any) -> None:
-        body = b'{"error": "the body is too large (or its Content-Length is not a number)"}'
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 413, "the body is too large (or its Content-Length is not a number)")
+
+
+class BearerToken:
+    """Refuses a request to one of `paths` without `Authorization: Bearer <token>` with 401, before its body
+    is read: a caller without the token learns nothing about what the body should be."""
+
+    def __init__(self, app: ASGIApp, token: str, paths: frozenset[str]) -> None:
+        self.app, self.expected, self.paths = app, f"Bearer {token}".encode(), paths
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(given, self.expected):
+                await _send_error(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A JSON `{"error": message}` response, sent from ASGI middleware."""
+    body = json.dumps({"error": message}).encode()
+    fields = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": fields})
+    await send({"type": "http.response.body", "body": body})

@@ -35,20 +35,22 @@ def digest(parts: Iterable[bytes], size: int = 16) -> bytes:
     return h.digest()
 
 
-def context_key(model_version: str, language: str, prefix: bytes, suffix: bytes, options: bytes = b"") -> bytes:
+def context_key(
+    model_version: str, language: str, prefix_digest: bytes, suffix_digest: bytes, options: bytes = b""
+) -> bytes:
     """The exact cache key of a completion request (16-byte blake2b digest).
 
     Args:
         model_version: Identifies the model weights; a new version must never see old answers.
         language: Language of the document (e.g. "cpp", "javascript").
-        prefix: Document bytes before the cursor.
-        suffix: Document bytes after the cursor.
+        prefix_digest: `digest((prefix,))` of the document bytes before the cursor (hashed once per request).
+        suffix_digest: `digest((suffix,))` of the document bytes after the cursor.
         options: Serialized request options that change the answer (e.g. number of candidates).
 
     Returns:
         The digest, unambiguous over the parts: ("ab", "c") and ("a", "bc") give different keys.
     """
-    return digest((model_version.encode(), language.encode(), prefix, suffix, options))
+    return digest((model_version.encode(), language.encode(), prefix_digest, suffix_digest, options))
 
 
 def _always(_: object) -> bool:
@@ -245,18 +247,19 @@ class TypedThroughCache:
         self._last: OrderedDict[tuple[str, str], tuple[int, bytes, bytes, Candidates]] = OrderedDict()
         self.hits = self.misses = 0
 
-    def lookup(self, session: str, model: str, prefix: bytes, suffix: bytes) -> Candidates | None:
-        """The candidates left after what was typed since the session's last answer, or None."""
+    def lookup(self, session: str, model: str, prefix: bytes, suffix_digest: bytes) -> Candidates | None:
+        """The candidates left after what was typed since the session's last answer, or None.
+        `suffix_digest` is `digest((suffix,))`; the prefix is hashed only when the rest of it could match."""
         entry = self._last.get((session, model))
         found = None
         if entry is not None:
-            length, prefix_digest, suffix_digest, candidates = entry
+            length, prefix_digest, stored_suffix, candidates = entry
             typed = prefix[length:]
             if (
                 0 < len(typed) <= self.max_typed
                 and b"\n" not in typed
                 and digest((prefix[:length],)) == prefix_digest
-                and digest((suffix,)) == suffix_digest
+                and suffix_digest == stored_suffix
             ):
                 rest = [(text[len(typed) :], p, done) for text, p, done in candidates if text.startswith(typed)]
                 found = [c for c in rest if c[0]] or None
@@ -266,10 +269,19 @@ class TypedThroughCache:
             self.hits += 1
         return found
 
-    def store(self, session: str, model: str, prefix: bytes, suffix: bytes, candidates: Candidates) -> None:
+    def store(
+        self,
+        session: str,
+        model: str,
+        prefix_length: int,
+        prefix_digest: bytes,
+        suffix_digest: bytes,
+        candidates: Candidates,
+    ) -> None:
+        """Remember the session's answer; the digests are `digest((prefix,))` and `digest((suffix,))`."""
         if self.sessions == 0:
             return
-        self._last[(session, model)] = (len(prefix), digest((prefix,)), digest((suffix,)), candidates)
+        self._last[(session, model)] = (prefix_length, prefix_digest, suffix_digest, candidates)
         self._last.move_to_end((session, model))
         while len(self._last) > self.sessions:
             self._last.popitem(last=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 from serve.approx_cache import ApproximateCache
 from serve.batching import DeadlineExpired, QueueFull
-from serve.cache import PredictionCache, TypedThroughCache, context_key
+from serve.cache import PredictionCache, TypedThroughCache, context_key, digest
 from serve.frontend import ModelAnswer, ModelEndpoint
 from serve.metrics import Metrics
 
@@ -36,6 +37,15 @@ class CompletionInput:
     user: str = "anonymous"
     filepath: str = ""
     deadline_ms: float | None = None  # at most the objective
+
+    # Hashed once per request, however many models and caches look at them (files can be large).
+    @functools.cached_property
+    def prefix_digest(self) -> bytes:
+        return digest((self.prefix,))
+
+    @functools.cached_property
+    def suffix_digest(self) -> bytes:
+        return digest((self.suffix,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,17 +180,19 @@ class CompletionService:
     async def _ask(self, name: str, request: CompletionInput, deadline: float) -> tuple[ModelAnswer, str]:
         endpoint = self.endpoints[name]
         session = f"{request.user}\0{request.filepath}\0{request.language}"
-        key = context_key(endpoint.version, request.language, request.prefix, request.suffix)
+        key = context_key(endpoint.version, request.language, request.prefix_digest, request.suffix_digest)
         found, how = None, "miss"
         if key not in self.exact[name]:
-            typed = self.typed.lookup(session, name, request.prefix, request.suffix)
+            typed = self.typed.lookup(session, name, request.prefix, request.suffix_digest)
             if typed is not None:
                 found, how = ModelAnswer(typed, cut_short=False, light=False), "typed"
             elif (near := self.approx[name].lookup(endpoint.version, request.language, request.prefix)) is not None:
                 found, how = near[0], "approx"
         if found is not None and not self._audit():
             self.metrics.cache.labels(name, how).inc()
-            self.typed.store(session, name, request.prefix, request.suffix, found.candidates)
+            self.typed.store(
+                session, name, len(request.prefix), request.prefix_digest, request.suffix_digest, found.candidates
+            )
             return found, how
         wire = {"prefix": request.prefix, "suffix": request.suffix, "language": request.language, "session": session}
         answer, how = await self.exact[name].get_or_compute(
@@ -191,7 +203,9 @@ class CompletionService:
             self.approx_audited += 1
             self.approx_differs += [c[0] for c in found.candidates] != [c[0] for c in answer.candidates]
         if _cacheable(answer):
-            self.typed.store(session, name, request.prefix, request.suffix, answer.candidates)
+            self.typed.store(
+                session, name, len(request.prefix), request.prefix_digest, request.suffix_digest, answer.candidates
+            )
             if how == "miss":
                 self.approx[name].store(endpoint.version, request.language, request.prefix, answer)
         return answer, how

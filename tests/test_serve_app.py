@@ -114,9 +114,15 @@ def test_bearer_token_guards_the_api_but_not_health(tmp_path):
             wrong = await run.client.post("/v1/completions", json=body(), headers={"Authorization": "Bearer nope"})
             right = await run.client.post("/v1/completions", json=body(), headers={"Authorization": "Bearer s3cret"})
             health = await run.client.get("/v1/health")
-            return without.status_code, wrong.status_code, right.status_code, health.status_code
+            # an unauthenticated caller learns nothing about the body: no 422 details, no 400 for bad JSON
+            invalid = await run.client.post("/v1/completions", json={"language": 3})
+            json_type = {"Content-Type": "application/json"}
+            malformed = await run.client.post("/v1/completions", content=b"{", headers=json_type)
+            event = await run.client.post("/v1/events", json={})
+            return (without.status_code, wrong.status_code, right.status_code, health.status_code,
+                    invalid.status_code, malformed.status_code, event.status_code)  # fmt: skip
 
-    assert asyncio.run(scenario()) == (401, 401, 200, 200)
+    assert asyncio.run(scenario()) == (401, 401, 200, 200, 401, 401, 401)
 
 
 def test_health_models_metrics_and_openapi(tmp_path):

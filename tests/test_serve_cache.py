@@ -1,4 +1,4 @@
-"""Tests of serve/cache.py: the exact prediction cache (LRU, byte bound, in-flight de-dup)."""
+"""Tests of serve/cache.py: the exact prediction cache (LRU, byte bound, in-flight de-dup), the typed-through cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.cache import PredictionCache, context_key
+from serve.cache import PredictionCache, TypedThroughCache, context_key, digest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,3 +260,23 @@ def test_cancelling_every_caller_cancels_the_computation() -> None:
         return result
 
     assert asyncio.run(main()) == ("fresh", "miss")
+
+
+# ---------------------------------------------------------------- TypedThroughCache
+
+
+def test_typed_through_answers_the_rest_of_a_candidate_only_for_the_same_context() -> None:
+    cache = TypedThroughCache(sessions=2, max_typed=4)
+    prefix, suffix = b"const total = comp", b"\n}\n"
+    candidates = [(b"uteTotal(items);", -0.5, True), (b"are(a, b);", -1.0, True)]
+    cache.store("ada", "char", len(prefix), digest((prefix,)), digest((suffix,)), candidates)
+    same_suffix = digest((suffix,))
+    assert cache.lookup("ada", "char", prefix + b"ute", same_suffix) == [(b"Total(items);", -0.5, True)]
+    assert cache.lookup("ada", "char", prefix + b"x", same_suffix) is None  # typed what no candidate says
+    assert cache.lookup("ada", "char", prefix, same_suffix) is None  # nothing typed since
+    assert cache.lookup("ada", "char", prefix + b"uteT", digest((b"\n",))) is None  # the code below changed
+    assert cache.lookup("ada", "char", b"let" + prefix[3:] + b"u", same_suffix) is None  # the code above changed
+    assert cache.lookup("ada", "char", prefix + b"uteTo", same_suffix) is None  # more than max_typed
+    assert cache.lookup("bob", "char", prefix + b"u", same_suffix) is None  # another session
+    assert cache.lookup("ada", "tree", prefix + b"u", same_suffix) is None  # another model
+    assert (cache.hits, cache.misses) == (1, 7)

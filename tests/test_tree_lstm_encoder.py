@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from codecomp.models.components.tree_lstm import BiTreeEncoder, ChildSumCell, TreeBatch
+from codecomp.models.components.tree_lstm import BiTreeEncoder, ChildSumCell, TopDownCell, TreeBatch
 from codecomp.models.components.tree_lstm_reference import reference_encode
 from codecomp.parsing import CodeTree, parse
 
@@ -138,7 +138,9 @@ def test_schedule(trees):
     roots = sum(len(parts.get(levels, [])) for parts in chunks)
     assert int((parents < 0).sum()) == len(trees) == roots == batch.down_sizes[0]
     for d, nodes in enumerate(batch.by_depth[1:]):
-        assert torch.equal(parents[nodes], batch.by_depth[d][batch.down_parent_row[d + 1]])
+        above = batch.by_depth[d][batch.down_parents[d + 1]]  # the nodes above with children, each once
+        assert torch.equal(parents[nodes], above[batch.down_parent_index[d + 1]])
+        assert len(above.unique()) == len(above) and set(above.tolist()) == set(parents[nodes].tolist())
 
 
 def test_child_sum_cell_by_hand():
@@ -170,6 +172,22 @@ def test_child_sum_cell_by_hand():
     root_h, root_c = cell(x[:1], leaves_h, leaves_c, torch.zeros(2, dtype=torch.int64))
     torch.testing.assert_close(root_h[0], h)
     torch.testing.assert_close(root_c[0], c)
+
+
+def test_fast_level_steps_equal_the_cells():
+    torch.manual_seed(0)
+    up, down = ChildSumCell(3, 4).double(), TopDownCell(3, 4).double()
+    x, h_up = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    child_h, child_c = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 4, dtype=torch.float64)
+    parent = torch.tensor([0, 0, 1, 2, 2, 2, 4])
+    none = torch.zeros(0, 4, dtype=torch.float64)
+    for args in ((x, child_h, child_c, parent), (x, none, none, torch.zeros(0, dtype=torch.int64))):
+        torch.testing.assert_close(up.level(*args), up(*args))
+    parent_h, parent_c = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    index = torch.tensor([0, 1, 1, 0, 1])  # five children of two parents
+    expected = down(x, h_up, (parent_h[index], parent_c[index]))
+    torch.testing.assert_close(down.level(x, h_up, (down.project_parents(parent_h)[index], parent_c[index])), expected)
+    torch.testing.assert_close(down.level(x, h_up, None), down(x, h_up, None))
 
 
 def test_batch_checks_its_arguments(trees):

@@ -9,7 +9,8 @@ Cost: a level's gathers, sums and copies touch only its own nodes and child edge
 level's results are split once into chunks, one per later level that reads them (children can be
 several heights below their parent); going down, a level reads only the one above. So a pass is
 O(N·H) forward and backward, where writing each level into a full-size (N, H) state buffer would be
-O(N·H) per level.
+O(N·H) per level. Going down, a parent's h↓ is multiplied by the recurrent weights once for all its
+children, and [x ; h↑] is never concatenated: its two products go into the same gates.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class ChildSumCell(nn.Module):
         self.U_f = nn.Linear(hidden, hidden, bias=False)
 
     def forward(self, x: torch.Tensor, child_h: torch.Tensor, child_c: torch.Tensor, parent: torch.Tensor) -> LSTMState:
-        """States of N nodes from their inputs and their children's states, one row per child edge.
+        """States of N nodes from their inputs and their children's states, one row per child edge, written
+        as the equations read (the reference encoder's cell); `level` is the same function, faster.
 
         Args:
             x: (N, D) node inputs.
@@ -66,18 +68,72 @@ class ChildSumCell(nn.Module):
         h = torch.sigmoid(o) * torch.tanh(c)  # (N, H)
         return h, c
 
+    def level(self, x: torch.Tensor, child_h: torch.Tensor, child_c: torch.Tensor, parent: torch.Tensor) -> LSTMState:
+        """`forward` for the level-batched encoder: no products for leaves' missing children, products
+        accumulated in place, and tanh through sigmoid (see `_activate_`). Tests hold it to `forward`."""
+        n = x.shape[0]
+        if child_h.shape[0] == 0:  # leaves (the whole lowest level): h̃ = 0 and nothing to forget
+            i, o, u = _activate_(self.W_iou(x), n_chunks=3, tanh_chunk=2)  # (N, H) each
+            c = i * u  # (N, H)
+            return o * _tanh(c), c
+        # index_add_ on fresh zeros is autograd-safe: its backward needs only `parent`. So are the in-place
+        # addmm_ below: a Linear's backward needs its input and weight, not its output.
+        h_sum = child_h.new_zeros(n, self.hidden).index_add_(0, parent, child_h)  # (N, H)
+        i, o, u = _activate_(self.W_iou(x).addmm_(h_sum, self.U_iou.weight.t()), 3, tanh_chunk=2)  # (N, H) each
+        f = torch.sigmoid(self.W_f(x).index_select(0, parent).addmm_(child_h, self.U_f.weight.t()))  # (E, H)
+        c_kept = child_c.new_zeros(n, self.hidden).index_add_(0, parent, f * child_c)  # (N, H)
+        c = i * u + c_kept  # (N, H)
+        return o * _tanh(c), c
+
 
 class TopDownCell(nn.Module):
     """LSTM step from a parent's top-down state to its child's; the input is [x_j ; h↑_j]."""
 
     def __init__(self, input_dim: int, hidden: int) -> None:
         super().__init__()
+        self.input_dim = input_dim
         self.cell = nn.LSTMCell(input_dim + hidden, hidden)
 
     def forward(self, x: torch.Tensor, h_up: torch.Tensor, parent_state: LSTMState | None) -> LSTMState:
         """Args: x (N, D) node inputs, h_up (N, H) their bottom-up states, parent_state (h, c) each
         (N, H) of their parents, or None for roots (zeros). Returns (h, c), each (N, H)."""
         return self.cell(torch.cat([x, h_up], dim=1), parent_state)  # (N, H) each
+
+    def project_parents(self, h_parent: torch.Tensor) -> torch.Tensor:
+        """(P, H) parents' h↓ -> (P, 4H) their term in their children's gates."""
+        return h_parent @ self.cell.weight_hh.t()
+
+    def level(self, x: torch.Tensor, h_up: torch.Tensor, parent: LSTMState | None) -> LSTMState:
+        """`forward` for the level-batched encoder, with each node's parent given as (project_parents(h↓), c),
+        one row per node, or None: a parent's h↓ is projected once for all its children, [x ; h↑] is not
+        concatenated, and tanh goes through sigmoid (see `_activate_`). Tests hold it to nn.LSTMCell."""
+        weight = self.cell.weight_ih
+        gates = torch.addmm(self.cell.bias_ih + self.cell.bias_hh, x, weight[:, : self.input_dim].t())
+        gates.addmm_(h_up, weight[:, self.input_dim :].t())  # (N, 4H); autograd-safe, as in ChildSumCell.level
+        if parent is not None:
+            gates.add_(parent[0])
+        i, f, g, o = _activate_(gates, n_chunks=4, tanh_chunk=2)  # (N, H) each, nn.LSTMCell's order
+        c = i * g if parent is None else i * g + f * parent[1]
+        return o * _tanh(c), c
+
+
+# tanh(x) = 2σ(2x) - 1: this CPU build's tanh is about 4x slower than its sigmoid, and the cells' tanh
+# calls were a third of the encoder's time.
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    return 2 * torch.sigmoid(2 * x) - 1
+
+
+def _activate_(gates: torch.Tensor, n_chunks: int, tanh_chunk: int) -> list[torch.Tensor]:
+    """The `n_chunks` equal chunks of `gates` along dim 1 after σ, except chunk `tanh_chunk`, which gets tanh,
+    with one sigmoid pass over the whole tensor. Scales `gates` in place: autograd-safe on the output of a
+    Linear or an addmm, whose backward does not read it."""
+    width = gates.shape[1] // n_chunks
+    gates[:, tanh_chunk * width : (tanh_chunk + 1) * width] *= 2
+    chunks = list(torch.sigmoid(gates).chunk(n_chunks, dim=1))
+    chunks[tanh_chunk] = 2 * chunks[tanh_chunk] - 1
+    return chunks
 
 
 def _long(array: np.ndarray) -> torch.Tensor:
@@ -104,8 +160,9 @@ class TreeBatch:
     level order: `up_children[h]` are these children, and `up_parent_row[h]` the row of each one's
     parent in level h.
 
-    Top-down, by depth (roots first): `down_perm` lists the nodes level by level, and
-    `down_parent_row[d]` is the row of each depth-d node's parent in level d - 1 (empty at d = 0).
+    Top-down, by depth (roots first): `down_perm` lists the nodes level by level; `down_parents[d]` are
+    the rows of level d - 1 that have children, and `down_parent_index[d]` the position in it of each
+    depth-d node's parent (both empty at d = 0), so a parent's state is projected once for its children.
 
     Attributes:
         kind_ids, value_ids: (N,) vocabulary ids.
@@ -118,7 +175,7 @@ class TreeBatch:
         up_children, up_parent_row: per height h, (E_h,) each; empty at height 0.
         down_perm, down_rank: (N,) nodes in top-down row order, and each node's position in it.
         down_sizes: nodes per depth.
-        down_parent_row: per depth d, (N_d,).
+        down_parents, down_parent_index: per depth d, (P_d,) and (N_d,).
     """
 
     kind_ids: torch.Tensor
@@ -135,7 +192,8 @@ class TreeBatch:
     down_perm: torch.Tensor
     down_rank: torch.Tensor
     down_sizes: list[int]
-    down_parent_row: list[torch.Tensor]
+    down_parents: list[torch.Tensor]
+    down_parent_index: list[torch.Tensor]
 
     @classmethod
     def from_trees(
@@ -180,10 +238,12 @@ class TreeBatch:
         down_rank = _inverse(down_perm)
         down_sizes = np.bincount(depth)
         down_offsets = np.concatenate([[0], np.cumsum(down_sizes)])
-        down_parent_row = [_long(np.zeros(0, np.int64))]
+        down_parents, down_parent_index = [_long(np.zeros(0, np.int64))], [_long(np.zeros(0, np.int64))]
         for d in range(1, len(down_sizes)):
             nodes = down_perm[down_offsets[d] : down_offsets[d + 1]]
-            down_parent_row.append(_long(down_rank[parents[nodes]] - down_offsets[d - 1]))
+            rows, index = np.unique(down_rank[parents[nodes]] - down_offsets[d - 1], return_inverse=True)
+            down_parents.append(_long(rows))
+            down_parent_index.append(_long(index))
 
         return cls(
             kind_ids=_long(np.concatenate(kind_ids)),
@@ -200,7 +260,8 @@ class TreeBatch:
             down_perm=_long(down_perm),
             down_rank=_long(down_rank),
             down_sizes=down_sizes.tolist(),
-            down_parent_row=down_parent_row,
+            down_parents=down_parents,
+            down_parent_index=down_parent_index,
         )
 
     def __len__(self) -> int:
@@ -255,42 +316,48 @@ class BiTreeEncoder(nn.Module):
 
     def forward(self, batch: TreeBatch) -> torch.Tensor:
         """(N, output_dim) node states in forest order: [h↑ ; h↓], or h↑ with `upward_only`."""
-        x = self.embed(batch.kind_ids, batch.value_ids)  # (N, D)
-        h_up = self.upward(x, batch)  # (N, H)
+        h_up = self.upward(batch)  # (N, H) in bottom-up row order
         if self.down is None:
-            return h_up
-        return torch.cat([h_up, self.downward(x, h_up, batch)], dim=1)  # (N, 2H)
+            return h_up.index_select(0, batch.up_rank)
+        h_down = self.downward(h_up.index_select(0, batch.up_rank[batch.down_perm]), batch)  # top-down row order
+        return torch.cat([h_up.index_select(0, batch.up_rank), h_down.index_select(0, batch.down_rank)], dim=1)
 
-    def upward(self, x: torch.Tensor, batch: TreeBatch) -> torch.Tensor:
-        """Bottom-up pass, one batched step per height: (N, D) inputs -> (N, H) h↑ in forest order."""
+    def upward(self, batch: TreeBatch) -> torch.Tensor:
+        """Bottom-up pass, one batched step per height -> (N, H) h↑ in bottom-up row order."""
+        x_levels = self.embed(batch.kind_ids[batch.up_perm], batch.value_ids[batch.up_perm]).split(batch.up_sizes)
         # waiting[h]: (h, c) chunks of lower levels that level h reads; the last list: roots, read by none
         waiting: list[list[LSTMState]] = [[] for _ in range(len(batch.up_sizes) + 1)]
         outputs = []
-        x_levels = x.index_select(0, batch.up_perm).split(batch.up_sizes)  # (N_level, D) each
-        for level, x_level in enumerate(x_levels):
-            if level == 0:  # leaves
-                child_h = child_c = x.new_zeros(0, self.hidden)  # (0, H)
-            else:
-                child_h = torch.cat([h for h, _ in waiting[level]])  # (E_level, H)
-                child_c = torch.cat([c for _, c in waiting[level]])  # (E_level, H)
-            h, c = self.up(x_level, child_h, child_c, batch.up_parent_row[level])  # (N_level, H) each
+        for level, x_level in enumerate(x_levels):  # (N_level, D) each
+            child_h = _concat([h for h, _ in waiting[level]], x_level.new_zeros(0, self.hidden))  # (E_level, H)
+            child_c = _concat([c for _, c in waiting[level]], child_h)  # (E_level, H)
+            h, c = self.up.level(x_level, child_h, child_c, batch.up_parent_row[level])  # (N_level, H) each
             outputs.append(h)
             splits = batch.up_splits[level]
             for reader, h_part, c_part in zip(batch.up_readers[level], h.split(splits), c.split(splits), strict=True):
                 waiting[reader].append((h_part, c_part))  # (n_part, H) each
-        return torch.cat(outputs).index_select(0, batch.up_rank)  # (N, H)
+        return torch.cat(outputs)  # (N, H)
 
-    def downward(self, x: torch.Tensor, h_up: torch.Tensor, batch: TreeBatch) -> torch.Tensor:
-        """Top-down pass, one batched step per depth: (N, D) inputs and (N, H) h↑ -> (N, H) h↓."""
+    def downward(self, h_up: torch.Tensor, batch: TreeBatch) -> torch.Tensor:
+        """Top-down pass, one batched step per depth: (N, H) h↑ -> (N, H) h↓, both in top-down row order."""
         assert self.down is not None
-        x_levels = x.index_select(0, batch.down_perm).split(batch.down_sizes)  # (N_depth, D) each
-        h_up_levels = h_up.index_select(0, batch.down_perm).split(batch.down_sizes)  # (N_depth, H) each
+        x = self.embed(batch.kind_ids[batch.down_perm], batch.value_ids[batch.down_perm])  # (N, D)
         state: LSTMState | None = None  # roots start from zeros
         outputs = []
-        for depth, (x_level, h_up_level) in enumerate(zip(x_levels, h_up_levels, strict=True)):
-            if state is not None:
-                row = batch.down_parent_row[depth]
-                state = (state[0].index_select(0, row), state[1].index_select(0, row))  # (N_depth, H) each
-            state = self.down(x_level, h_up_level, state)  # (N_depth, H) each
+        levels = zip(x.split(batch.down_sizes), h_up.split(batch.down_sizes), strict=True)
+        for depth, (x_level, h_up_level) in enumerate(levels):  # (N_depth, D) and (N_depth, H)
+            parent = None
+            if state is not None:  # each parent's h↓ projected once, then handed to its children
+                rows, index = batch.down_parents[depth], batch.down_parent_index[depth]
+                projected = self.down.project_parents(state[0].index_select(0, rows))  # (P_depth, 4H)
+                parent = (projected.index_select(0, index), state[1].index_select(0, rows).index_select(0, index))
+            state = self.down.level(x_level, h_up_level, parent)  # (N_depth, H) each
             outputs.append(state[0])
-        return torch.cat(outputs).index_select(0, batch.down_rank)  # (N, H)
+        return torch.cat(outputs)  # (N, H)
+
+
+def _concat(tensors: list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
+    """torch.cat, without a copy when there is one tensor, and `empty` when there is none."""
+    if not tensors:
+        return empty
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
