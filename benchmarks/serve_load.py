@@ -231,11 +231,12 @@ def overload(bench: Bench, factor: float) -> dict[str, Any]:
 
 
 def cache_ceiling(bench: Bench, seconds: float = 5.0, distinct: int = 200) -> float:
-    """The highest rate that holds the objective when no model runs: the first `distinct` requests of the
-    trace, sent once to fill the exact cache, then over and over on the same server at doubling rates
-    and one geometric bisection. The load generator, HTTP and the frontend share the machine with the
-    models, so no configuration's capacity can exceed this here."""
-    requests = bench.trace(1.0)[:distinct]
+    """The highest rate that holds the objective when no model runs: `distinct` requests spread over the
+    trace (so over its range of file sizes), sent once to fill the exact cache, then over and over on the
+    same server at doubling rates and one geometric bisection. The load generator, HTTP and the frontend
+    share the machine with the models, so no configuration's capacity can exceed this here."""
+    trace = bench.trace(1.0)
+    requests = trace[:: max(1, len(trace) // distinct)][:distinct]
 
     def at(rate: float, count: int) -> list[Any]:
         return [dataclasses.replace(requests[i % len(requests)], t=i / rate) for i in range(count)]
