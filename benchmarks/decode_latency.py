@@ -38,8 +38,8 @@ def main() -> None:
     with torch.inference_mode():
         for batch in (1, 8, 32):
             tokens = torch.zeros(batch, 1, dtype=torch.long)
-            state = model.zero_state(batch)
-            step = median_ms(args.repeat * 5, lambda: model(tokens, state))  # noqa: B023
+            zero = model.zero_state(batch)
+            step = median_ms(args.repeat * 5, lambda: model(tokens, zero))  # noqa: B023
             print(f"decode step, batch {batch:>2}: {step:7.3f} ms  ({step / batch:.3f} ms per sequence)")
     # A trained model may end the line at once; with newline and end of file made impossible every
     # line runs to 40 characters, at the same cost per character.

@@ -230,6 +230,28 @@ def overload(bench: Bench, factor: float) -> dict[str, Any]:
     }
 
 
+def cpu_per_request(bench: Bench, factor: float) -> dict[str, float]:
+    """CPU milliseconds per request of each process of a fresh server (frontend, each model's containers)
+    and of the load generator, replaying the trace at `factor`: where the machine's two cores go."""
+    with bench.server([], f"cpu-x{factor:.3g}") as server:
+        assert server.process is not None
+        replicas = httpx.get(f"{server.url}/v1/models").json()["models"]
+        names = {r["pid"]: m["name"] for m in replicas for r in m["replicas"]}
+        processes = {server.process.pid: "frontend", **names}
+        before = {pid: _cpu_seconds(pid) for pid in processes}
+        own = time.process_time()
+        outcomes = asyncio.run(replay(server.url, bench.trace(factor), timeout_s=5.0))
+        spent = {name: _cpu_seconds(pid) - before[pid] for pid, name in processes.items()}
+    spent["load generator"] = time.process_time() - own
+    return {name: 1000 * seconds / len(outcomes) for name, seconds in spent.items()}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cache_ceiling(bench: Bench, seconds: float = 5.0, distinct: int = 200) -> float:
     """The highest rate that holds the objective when no model runs: `distinct` requests spread over the
     trace (so over its range of file sizes), sent once to fill the exact cache, then over and over on the
@@ -301,6 +323,9 @@ def main() -> None:
         print(f"{name:<15} {s['rate']:6.1f} {fmt(s['p50_ms'])} {fmt(s['p95_ms'])} {fmt(s['p99_ms'])} "
               f"{s['cache_hit_share']:6.1%} {s['degraded_share']:6.1%} {s['shed_share']:6.1%} {batch:>16} "
               f"{capacities[name]:9.1f} {ratio:15.1f}")  # fmt: skip
+    cpu = cpu_per_request(bench, 2.0)
+    figures["cpu_ms_per_request_x2"] = cpu
+    print("CPU per request at x2: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu.items()))
     ceiling = cache_ceiling(bench)
     figures["cache_ceiling"] = ceiling
     off = capacities["batching off"]
