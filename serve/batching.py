@@ -71,13 +71,17 @@ class DeadlineQueue(Generic[Item, Result]):
             self._drop_dead()
         if len(self._heap) >= self.max_size:
             raise QueueFull(f"queue holds {len(self._heap)} requests, its bound")
-        loop = asyncio.get_running_loop()
-        pending: Pending[Item, Result] = Pending(deadline, next(self._sequence), item, loop.create_future())
-        # Expire it at its deadline even if no worker comes to take it (all busy, or none alive).
-        pending.timer = loop.call_later(max(0.0, deadline - self.clock()), self._expire, pending)
-        heapq.heappush(self._heap, pending)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        pending = Pending(deadline, next(self._sequence), item, future)
+        self._push(pending)
         self._arrived.set()
-        return pending.future
+        return future
+
+    def _push(self, pending: Pending[Item, Result]) -> None:
+        # Expire it at its deadline even if no worker comes to take it (all busy, or none alive).
+        delay = max(0.0, pending.deadline - self.clock())
+        pending.timer = asyncio.get_running_loop().call_later(delay, self._expire, pending)
+        heapq.heappush(self._heap, pending)
 
     def _expire(self, pending: Pending[Item, Result]) -> None:
         if not pending.future.done():
@@ -116,10 +120,8 @@ class DeadlineQueue(Generic[Item, Result]):
 
     def requeue(self, batch: Sequence[Pending[Item, Result]]) -> None:
         """Put taken requests back, past the bound if need be: they were admitted once already."""
-        loop = asyncio.get_running_loop()
         for pending in batch:
-            pending.timer = loop.call_later(max(0.0, pending.deadline - self.clock()), self._expire, pending)
-            heapq.heappush(self._heap, pending)
+            self._push(pending)
         self._arrived.set()
 
     def _drop_dead(self) -> None:

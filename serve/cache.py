@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, cast
 
+from serve.protocol import WireCandidate
+
 logger = logging.getLogger(__name__)
 
 V = TypeVar("V")
@@ -230,7 +232,7 @@ class PredictionCache(Generic[V]):
                 flight.task.cancel()
 
 
-Candidates = list[tuple[bytes, float, bool]]  # (text to insert, log-probability, complete), as on the wire
+Candidates = list[WireCandidate]
 
 
 class TypedThroughCache:

@@ -28,11 +28,9 @@ from codecomp.inference.char_lstm import CharLSTMCompleter, CharState
 from codecomp.inference.tree_lstm import HoleRequest, NoHole, TreeLSTMCompleter
 from serve import protocol
 from serve.cache import digest
+from serve.protocol import WireCandidate
 
 log = logging.getLogger(__name__)
-
-# A candidate on the wire: text to insert at the cursor (bytes), natural-log probability, finished.
-WireCandidate = tuple[bytes, float, bool]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,10 +19,12 @@ from typing import Any
 
 import zmq
 
+from codecomp.parsing.cursor import WORD_BYTE
 from serve import protocol
 from serve.batching import AIMDBatchSize, DeadlineQueue, QueueFull, Retry, run_batch
-from serve.container import Options, WireCandidate
+from serve.container import Options
 from serve.metrics import Metrics
+from serve.protocol import WireCandidate
 from serve.transport import RouterTransport
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class Replica:
 
 
 # Where a token is being typed: after a word character, or a member access that starts one.
-_AT_TOKEN = re.compile(rb"(?:[A-Za-z0-9_$\x80-\xff]|\.|->|::)\Z")
+_AT_TOKEN = re.compile(rb"(?:" + WORD_BYTE + rb"|\.|->|::)\Z")
 
 
 class ModelEndpoint:

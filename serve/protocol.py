@@ -17,6 +17,8 @@ SHUTDOWN = "shutdown"  # frontend -> container: exit cleanly
 
 TYPES = {HELLO, HEARTBEAT, PREDICT, RESULT, ERROR, SHUTDOWN}
 
+WireCandidate = tuple[bytes, float, bool]  # (text to insert, log-probability, complete) in a RESULT
+
 
 class ProtocolError(ValueError):
     """A message that is not msgpack, not a map, of another protocol version, or of an unknown type."""

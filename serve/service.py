@@ -21,6 +21,7 @@ from serve.batching import DeadlineExpired, QueueFull
 from serve.cache import PredictionCache, TypedThroughCache, context_key, digest
 from serve.frontend import ModelAnswer, ModelEndpoint
 from serve.metrics import Metrics
+from serve.protocol import WireCandidate
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +191,7 @@ class CompletionService:
                 found, how = near[0], "approx"
         if found is not None and not self._audit():
             self.metrics.cache.labels(name, how).inc()
-            self.typed.store(
-                session, name, len(request.prefix), request.prefix_digest, request.suffix_digest, found.candidates
-            )
+            self._remember_typed(session, name, request, found.candidates)
             return found, how
         wire = {"prefix": request.prefix, "suffix": request.suffix, "language": request.language, "session": session}
         answer, how = await self.exact[name].get_or_compute(
@@ -203,12 +202,16 @@ class CompletionService:
             self.approx_audited += 1
             self.approx_differs += [c[0] for c in found.candidates] != [c[0] for c in answer.candidates]
         if _cacheable(answer):
-            self.typed.store(
-                session, name, len(request.prefix), request.prefix_digest, request.suffix_digest, answer.candidates
-            )
+            self._remember_typed(session, name, request, answer.candidates)
             if how == "miss":
                 self.approx[name].store(endpoint.version, request.language, request.prefix, answer)
         return answer, how
+
+    def _remember_typed(
+        self, session: str, name: str, request: CompletionInput, candidates: list[WireCandidate]
+    ) -> None:
+        """Keep the session's answer, so that typing through one of its candidates is answered at once."""
+        self.typed.store(session, name, len(request.prefix), request.prefix_digest, request.suffix_digest, candidates)
 
     def _audit(self) -> bool:
         self._audits += self.config.approx_audit

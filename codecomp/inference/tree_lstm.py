@@ -18,10 +18,11 @@ from codecomp.inference.types import Candidate
 from codecomp.models.components.hole_head import HoleScores, PointerGeneratorHead
 from codecomp.models.components.tree_lstm import BiTreeEncoder
 from codecomp.parsing import leaf_at, parse
-from codecomp.parsing.cursor import WORD
+from codecomp.parsing.cursor import WORD, WORD_BYTE
 
 FAMILY = "tree_lstm"
-_TYPED = re.compile(rb"[A-Za-z0-9_$\x80-\xff]+\Z")
+_TYPED = re.compile(WORD_BYTE + rb"+\Z")  # the word bytes just before the cursor
+_REST = re.compile(WORD_BYTE + rb"+")  # and from the cursor on
 # Stands for the token at the cursor while parsing: an identifier, so the tree around it is the
 # tree of finished code; its text is hidden from the model.
 PLACEHOLDER = b"__codecomp_hole__"
@@ -121,9 +122,8 @@ class TreeLSTMCompleter:
         typed = _TYPED.search(request.document, max(0, request.cursor - 256), request.cursor)
         partial = typed.group() if typed is not None and WORD.fullmatch(typed.group()) else b""
         start = request.cursor - len(partial)
-        end = request.cursor
-        while end < len(request.document) and _is_word_byte(request.document[end]):
-            end += 1  # the rest of a word the cursor is inside belongs to the token too
+        rest = _REST.match(request.document, request.cursor)  # the rest of a word the cursor is inside
+        end = rest.end() if rest is not None else request.cursor
         source = request.document[:start] + PLACEHOLDER + request.document[end:]
         tree = parse(source, request.language)
         leaf = leaf_at(tree, start + len(PLACEHOLDER))
@@ -144,7 +144,3 @@ class TreeLSTMCompleter:
         """Top-k candidates for holes already made by `hole_example`, in one batched pass."""
         batch = collate_holes(examples, self.vocab, self.target_kinds).to(self.device)
         return rank_holes(self.model(batch), batch, self.vocab, k, partials)
-
-
-def _is_word_byte(byte: int) -> bool:
-    return chr(byte).isalnum() or byte in b"_$" or byte >= 0x80

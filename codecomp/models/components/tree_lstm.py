@@ -350,7 +350,7 @@ class BiTreeEncoder(nn.Module):
             if state is not None:  # each parent's h↓ projected once, then handed to its children
                 rows, index = batch.down_parents[depth], batch.down_parent_index[depth]
                 projected = self.down.project_parents(state[0].index_select(0, rows))  # (P_depth, 4H)
-                parent = (projected.index_select(0, index), state[1].index_select(0, rows).index_select(0, index))
+                parent = (projected.index_select(0, index), state[1].index_select(0, rows[index]))
             state = self.down.level(x_level, h_up_level, parent)  # (N_depth, H) each
             outputs.append(state[0])
         return torch.cat(outputs)  # (N, H)
