@@ -7,8 +7,9 @@ encodes them with one encoder: the level-batched forward over the whole forest a
 reference one node at a time. Both run under `torch.inference_mode`, on CPU and on CUDA when there is
 one. The reference runs on the first `--reference-trees` trees only and its time is scaled to the
 whole batch by node count (it is linear in nodes); its outputs are checked against the batched ones.
-Also prints the batched encoder's forward + backward throughput. Ids are a fixed stand-in mapping
-(kinds and values modulo the tables): speed does not depend on which ids the nodes carry.
+Also prints the batched encoder's forward + backward throughput. Node ids come from the corpus's
+vocabulary, as in training: the batched encoder computes the input terms (and the leaves' states)
+once per distinct (kind, value) pair, so its speed depends on how many distinct pairs the forest has.
 
 On a machine whose cores are busy, pass `--threads 1`: with as many intra-op threads as cores, every
 parallel kernel of the batched encoder waits for a descheduled thread (over 10x slower), while the
@@ -26,17 +27,12 @@ import numpy as np
 import torch
 
 from codecomp.data.shards import TreeShard
+from codecomp.data.tree_vocab import TreeVocab
 from codecomp.models.components.tree_lstm import BiTreeEncoder, TreeBatch
 from codecomp.models.components.tree_lstm_reference import reference_encode
 from codecomp.parsing import CodeTree
 
-N_KINDS, N_VALUES = 512, 8192
-
-
-def _ids(tree: CodeTree) -> tuple[np.ndarray, np.ndarray]:
-    kinds = tree.kinds.astype(np.int64) % N_KINDS
-    values = np.where(tree.values >= 0, tree.values.astype(np.int64) % (N_VALUES - 3) + 3, tree.values + 2)  # 1, 0
-    return kinds, values
+LANGUAGES = ("cpp", "javascript")  # one vocabulary for both, as the model's default configuration has
 
 
 def _best_of(repeat: int, run: Callable[[], object], device: torch.device) -> float:
@@ -86,7 +82,8 @@ def bench(
     encoder.eval()
 
     print(f"\n{device.type}: {len(trees)} trees, {n_nodes} nodes, {len(batch.up_sizes)} heights, "
-          f"{len(batch.down_sizes)} depths; hidden {options.hidden}, embed {options.embed}, "
+          f"{len(batch.down_sizes)} depths, {len(batch.input_kinds)} distinct (kind, value) inputs; "
+          f"hidden {options.hidden}, embed {options.embed}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(f"  reference: {len(subset)} trees, {subset_nodes} nodes in {reference_subset_s:.2f} s, "
           f"scaled by nodes to {reference_s:.2f} s for the batch; max |batched - reference| {error:.1e}")  # fmt: skip
@@ -100,7 +97,7 @@ def bench(
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--corpus", type=Path, default=Path("data/small"))
-    args.add_argument("--language", default="cpp", choices=["cpp", "javascript"])
+    args.add_argument("--language", default="cpp", choices=LANGUAGES)
     args.add_argument("--trees", type=int, default=64, help="trees in the batch (the first of the train shard)")
     args.add_argument("--reference-trees", type=int, default=8, help="trees the reference runs on")
     args.add_argument("--hidden", type=int, default=128)
@@ -113,12 +110,13 @@ def main() -> None:
 
     shard = TreeShard(options.corpus / "train" / options.language)
     trees = [shard.tree(i) for i in range(min(options.trees, len(shard)))]
-    ids = [_ids(tree) for tree in trees]
+    vocab = TreeVocab.from_corpus(options.corpus, LANGUAGES)
+    ids = [vocab.encode(tree) for tree in trees]
     started = time.perf_counter()
     TreeBatch.from_trees(trees, [k for k, _ in ids], [v for _, v in ids])
     print(f"TreeBatch.from_trees: {time.perf_counter() - started:.3f} s for {len(trees)} trees")
     torch.manual_seed(0)
-    encoder = BiTreeEncoder(N_KINDS, N_VALUES, options.embed, options.hidden).eval()
+    encoder = BiTreeEncoder(len(vocab.kinds), len(vocab.values), options.embed, options.hidden).eval()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         bench(encoder, trees, ids, options, device)

@@ -137,10 +137,18 @@ def test_schedule(trees):
             assert torch.equal(torch.cat([parts[h] for parts in chunks[:h] if h in parts]), children)
     roots = sum(len(parts.get(levels, [])) for parts in chunks)
     assert int((parents < 0).sum()) == len(trees) == roots == batch.down_sizes[0]
-    for d, nodes in enumerate(batch.by_depth[1:]):
-        above = batch.by_depth[d][batch.down_parents[d + 1]]  # the nodes above with children, each once
+    by_depth = batch.by_depth
+    for d, nodes in enumerate(by_depth):  # inner nodes first, then leaves
+        inner = batch.down_inner_sizes[d]
+        assert not batch.is_leaf[nodes[:inner]].any() and batch.is_leaf[nodes[inner:]].all()
+    for d, nodes in enumerate(by_depth[1:]):
+        above = by_depth[d][: batch.down_inner_sizes[d]]  # the inner nodes above: the parents, each once
         assert torch.equal(parents[nodes], above[batch.down_parent_index[d + 1]])
-        assert len(above.unique()) == len(above) and set(above.tolist()) == set(parents[nodes].tolist())
+        assert set(above.tolist()) == set(parents[nodes].tolist())
+    pairs = torch.stack([batch.input_kinds, batch.input_values], 1)  # distinct inputs
+    assert len(pairs.unique(dim=0)) == len(pairs)
+    assert torch.equal(batch.input_kinds[batch.up_input], batch.kind_ids[batch.up_perm])
+    assert torch.equal(batch.input_values[batch.down_input], batch.value_ids[batch.down_perm])
 
 
 def test_child_sum_cell_by_hand():
@@ -181,13 +189,17 @@ def test_fast_level_steps_equal_the_cells():
     child_h, child_c = torch.randn(7, 4, dtype=torch.float64), torch.randn(7, 4, dtype=torch.float64)
     parent = torch.tensor([0, 0, 1, 2, 2, 2, 4])
     none = torch.zeros(0, 4, dtype=torch.float64)
-    for args in ((x, child_h, child_c, parent), (x, none, none, torch.zeros(0, dtype=torch.int64))):
-        torch.testing.assert_close(up.level(*args), up(*args))
+    iou_in, f_in = up.project_inputs(x)
+    torch.testing.assert_close(
+        up.level(iou_in.clone(), f_in[parent], child_h, child_c, parent), up(x, child_h, child_c, parent)
+    )
+    torch.testing.assert_close(up.leaf(iou_in.clone()), up(x, none, none, torch.zeros(0, dtype=torch.int64)))
     parent_h, parent_c = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
     index = torch.tensor([0, 1, 1, 0, 1])  # five children of two parents
+    gates = down.add_up_(down.project_inputs(x), h_up)
     expected = down(x, h_up, (parent_h[index], parent_c[index]))
-    torch.testing.assert_close(down.level(x, h_up, (down.project_parents(parent_h)[index], parent_c[index])), expected)
-    torch.testing.assert_close(down.level(x, h_up, None), down(x, h_up, None))
+    torch.testing.assert_close(down.level(gates + down.project_parents(parent_h)[index], parent_c[index]), expected)
+    torch.testing.assert_close(down.level(gates.clone(), None), down(x, h_up, None))
 
 
 def test_batch_checks_its_arguments(trees):
@@ -196,6 +208,8 @@ def test_batch_checks_its_arguments(trees):
         TreeBatch.from_trees([], [], [])
     with pytest.raises(ValueError):
         TreeBatch.from_trees([trees[0]], [kinds[:-1]], [values])
+    with pytest.raises(ValueError, match=">= 0"):
+        TreeBatch.from_trees([trees[0]], [kinds], [np.full_like(values, -1)])
 
 
 @pytest.mark.gpu

@@ -9,8 +9,12 @@ Cost: a level's gathers, sums and copies touch only its own nodes and child edge
 level's results are split once into chunks, one per later level that reads them (children can be
 several heights below their parent); going down, a level reads only the one above. So a pass is
 O(N·H) forward and backward, where writing each level into a full-size (N, H) state buffer would be
-O(N·H) per level. Going down, a parent's h↓ is multiplied by the recurrent weights once for all its
-children, and [x ; h↑] is never concatenated: its two products go into the same gates.
+O(N·H) per level.
+
+Work done once rather than per node: the input terms of the gates once per distinct (kind, value)
+pair, the leaves' bottom-up states once per pair too (they depend on nothing else), and so the leaves'
+h↑ term in the top-down gates as well; a parent's h↓ is multiplied by the recurrent weights once for
+all its children. [x ; h↑] is never concatenated: its two products go into the same gates.
 """
 
 from __future__ import annotations
@@ -68,22 +72,37 @@ class ChildSumCell(nn.Module):
         h = torch.sigmoid(o) * torch.tanh(c)  # (N, H)
         return h, c
 
-    def level(self, x: torch.Tensor, child_h: torch.Tensor, child_c: torch.Tensor, parent: torch.Tensor) -> LSTMState:
-        """`forward` for the level-batched encoder: no products for leaves' missing children, products
-        accumulated in place, and tanh through sigmoid (see `_activate_`). Tests hold it to `forward`."""
-        n = x.shape[0]
-        if child_h.shape[0] == 0:  # leaves (the whole lowest level): h̃ = 0 and nothing to forget
-            i, o, u = _activate_(self.W_iou(x), n_chunks=3, tanh_chunk=2)  # (N, H) each
-            c = i * u  # (N, H)
-            return o * _tanh(c), c
+    def project_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, D) inputs -> their terms in the gates, biases included: (U, 3H) for i, o, u and (U, H) for f."""
+        return self.W_iou(x), self.W_f(x)
+
+    def leaf(self, iou_in: torch.Tensor) -> LSTMState:
+        """`forward` for leaves, from their inputs' (N, 3H) terms (`project_inputs`), which it overwrites;
+        tanh through sigmoid (see `_activate_`). Tests hold it to `forward`."""
+        i, o, u = _activate_(iou_in, n_chunks=3, tanh_chunk=2)  # (N, H) each; u holds σ(-2x_u)
+        c = _times_tanh(i, u)  # (N, H)
+        return _times_tanh_of(o, c), c
+
+    def level(
+        self,
+        iou_in: torch.Tensor,
+        f_in: torch.Tensor,
+        child_h: torch.Tensor,
+        child_c: torch.Tensor,
+        parent: torch.Tensor,
+    ) -> LSTMState:
+        """`forward` for the level-batched encoder, for nodes with children, from their inputs' terms
+        (`project_inputs`): iou_in (N, 3H) one row per node, which it overwrites, and f_in (E, H) one row
+        per child, its parent's. Products accumulate in place and tanh goes through sigmoid (see
+        `_activate_`). Tests hold it to `forward`."""
+        n = iou_in.shape[0]
         # index_add_ on fresh zeros is autograd-safe: its backward needs only `parent`. So are the in-place
-        # addmm_ below: a Linear's backward needs its input and weight, not its output.
+        # addmm_ below: a Linear's backward (or a gather's) needs its input, not its output.
         h_sum = child_h.new_zeros(n, self.hidden).index_add_(0, parent, child_h)  # (N, H)
-        i, o, u = _activate_(self.W_iou(x).addmm_(h_sum, self.U_iou.weight.t()), 3, tanh_chunk=2)  # (N, H) each
-        f = torch.sigmoid(self.W_f(x).index_select(0, parent).addmm_(child_h, self.U_f.weight.t()))  # (E, H)
-        c_kept = child_c.new_zeros(n, self.hidden).index_add_(0, parent, f * child_c)  # (N, H)
-        c = i * u + c_kept  # (N, H)
-        return o * _tanh(c), c
+        i, o, u = _activate_(iou_in.addmm_(h_sum, self.U_iou.weight.t()), 3, tanh_chunk=2)  # (N, H) each
+        f = torch.sigmoid(f_in.addmm_(child_h, self.U_f.weight.t()))  # (E, H)
+        c = _times_tanh(i, u).index_add_(0, parent, f * child_c)  # (N, H): i⊙u + Σ_k f_k⊙c_k
+        return _times_tanh_of(o, c), c
 
 
 class TopDownCell(nn.Module):
@@ -99,41 +118,54 @@ class TopDownCell(nn.Module):
         (N, H) of their parents, or None for roots (zeros). Returns (h, c), each (N, H)."""
         return self.cell(torch.cat([x, h_up], dim=1), parent_state)  # (N, H) each
 
+    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(U, D) inputs -> (U, 4H) their term in the gates, both biases included."""
+        return torch.addmm(self.cell.bias_ih + self.cell.bias_hh, x, self.cell.weight_ih[:, : self.input_dim].t())
+
+    def add_up_(self, gates: torch.Tensor, h_up: torch.Tensor) -> torch.Tensor:
+        """Adds the term of the nodes' (N, H) bottom-up states to their (N, 4H) gates, in place, and returns
+        the gates: autograd-safe on the output of an addmm or a gather, whose backward does not read it."""
+        return gates.addmm_(h_up, self.cell.weight_ih[:, self.input_dim :].t())
+
     def project_parents(self, h_parent: torch.Tensor) -> torch.Tensor:
         """(P, H) parents' h↓ -> (P, 4H) their term in their children's gates."""
         return h_parent @ self.cell.weight_hh.t()
 
-    def level(self, x: torch.Tensor, h_up: torch.Tensor, parent: LSTMState | None) -> LSTMState:
-        """`forward` for the level-batched encoder, with each node's parent given as (project_parents(h↓), c),
-        one row per node, or None: a parent's h↓ is projected once for all its children, [x ; h↑] is not
-        concatenated, and tanh goes through sigmoid (see `_activate_`). Tests hold it to nn.LSTMCell."""
-        weight = self.cell.weight_ih
-        gates = torch.addmm(self.cell.bias_ih + self.cell.bias_hh, x, weight[:, : self.input_dim].t())
-        gates.addmm_(h_up, weight[:, self.input_dim :].t())  # (N, 4H); autograd-safe, as in ChildSumCell.level
-        if parent is not None:
-            gates.add_(parent[0])
-        i, f, g, o = _activate_(gates, n_chunks=4, tanh_chunk=2)  # (N, H) each, nn.LSTMCell's order
-        c = i * g if parent is None else i * g + f * parent[1]
-        return o * _tanh(c), c
+    def level(self, gates: torch.Tensor, parent_c: torch.Tensor | None) -> LSTMState:
+        """`forward` for the level-batched encoder, from the sum of the three terms of the gates, (N, 4H),
+        which it overwrites: project_inputs(x), plus h↑'s term (`add_up_`) and project_parents(parent's h↓) (the last
+        left out for roots), and the parents' cells (N, H), or None for roots. So [x ; h↑] is never
+        concatenated, and the caller can project each distinct input, each leaf's h↑ and each parent's
+        h↓ once. Tanh goes through sigmoid (see `_activate_`). Tests hold it to nn.LSTMCell."""
+        i, f, g, o = _activate_(gates, n_chunks=4, tanh_chunk=2)  # (N, H) each, nn.LSTMCell's order; g: σ(-2x_g)
+        c = _times_tanh(i, g)  # (N, H)
+        if parent_c is not None:
+            c.addcmul_(f, parent_c)  # autograd-safe: addcmul's backward reads its inputs, not its output
+        return _times_tanh_of(o, c), c
 
 
-# tanh(x) = 2σ(2x) - 1: this CPU build's tanh is about 4x slower than its sigmoid, and the cells' tanh
-# calls were a third of the encoder's time.
+# tanh(x) = 1 - 2σ(-2x), so a⊙tanh(x) = a - 2·a⊙σ(-2x): one addcmul on a sigmoid, and no tanh. This CPU
+# build's tanh is about 4x slower than its sigmoid, and the cells' tanh calls were a third of the
+# encoder's time. The cells keep σ(-2x) of their tanh gate and multiply through `_times_tanh`.
 
 
-def _tanh(x: torch.Tensor) -> torch.Tensor:
-    return 2 * torch.sigmoid(2 * x) - 1
+def _times_tanh(a: torch.Tensor, sigmoid_minus_2x: torch.Tensor) -> torch.Tensor:
+    """a⊙tanh(x), given σ(-2x)."""
+    return torch.addcmul(a, a, sigmoid_minus_2x, value=-2)
+
+
+def _times_tanh_of(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """a⊙tanh(x)."""
+    return _times_tanh(a, torch.sigmoid(x * -2))
 
 
 def _activate_(gates: torch.Tensor, n_chunks: int, tanh_chunk: int) -> list[torch.Tensor]:
-    """The `n_chunks` equal chunks of `gates` along dim 1 after σ, except chunk `tanh_chunk`, which gets tanh,
-    with one sigmoid pass over the whole tensor. Scales `gates` in place: autograd-safe on the output of a
-    Linear or an addmm, whose backward does not read it."""
+    """The `n_chunks` equal chunks of `gates` along dim 1 after σ, except chunk `tanh_chunk`, which holds σ(-2x)
+    for `_times_tanh`; one sigmoid pass over the whole tensor. Scales `gates` in place: autograd-safe on
+    the output of a Linear, an addmm or a gather, whose backward does not read it."""
     width = gates.shape[1] // n_chunks
-    gates[:, tanh_chunk * width : (tanh_chunk + 1) * width] *= 2
-    chunks = list(torch.sigmoid(gates).chunk(n_chunks, dim=1))
-    chunks[tanh_chunk] = 2 * chunks[tanh_chunk] - 1
-    return chunks
+    gates[:, tanh_chunk * width : (tanh_chunk + 1) * width] *= -2
+    return list(torch.sigmoid(gates).chunk(n_chunks, dim=1))
 
 
 def _long(array: np.ndarray) -> torch.Tensor:
@@ -160,13 +192,22 @@ class TreeBatch:
     level order: `up_children[h]` are these children, and `up_parent_row[h]` the row of each one's
     parent in level h.
 
-    Top-down, by depth (roots first): `down_perm` lists the nodes level by level; `down_parents[d]` are
-    the rows of level d - 1 that have children, and `down_parent_index[d]` the position in it of each
-    depth-d node's parent (both empty at d = 0), so a parent's state is projected once for its children.
+    Node inputs: a forest has far fewer distinct (kind, value) pairs than nodes (about 1 in 36 in 64 C++
+    files), so the cells' input terms are computed once per distinct pair and gathered per node, and
+    the leaves' states too (a leaf's state depends on its input alone).
+
+    Top-down, by depth (roots first): `down_perm` lists the nodes level by level, within a level the
+    `down_inner_sizes[d]` nodes with children first, then the leaves. `down_parent_index[d]` is the row
+    in level d - 1 of each depth-d node's parent (empty at d = 0): one of that level's first rows, so
+    the inner nodes' states are projected once for all their children.
 
     Attributes:
         kind_ids, value_ids: (N,) vocabulary ids.
+        input_kinds, input_values: (U,) the distinct (kind id, value id) pairs.
+        up_input, down_input: (N,) each node's pair (an index into `input_*`), in bottom-up and in
+            top-down row order.
         parents: (N,) parent index, -1 at every root.
+        is_leaf: (N,) bool.
         tree_ptr: (T + 1,).
         up_perm, up_rank: (N,) nodes in bottom-up row order, and each node's position in it.
         up_sizes: nodes per height.
@@ -174,13 +215,18 @@ class TreeBatch:
             levels stands for roots, read by none) and how many rows each reads, in row order.
         up_children, up_parent_row: per height h, (E_h,) each; empty at height 0.
         down_perm, down_rank: (N,) nodes in top-down row order, and each node's position in it.
-        down_sizes: nodes per depth.
-        down_parents, down_parent_index: per depth d, (P_d,) and (N_d,).
+        down_sizes, down_inner_sizes: nodes per depth, and those of them with children.
+        down_parent_index: per depth d, (N_d,).
     """
 
     kind_ids: torch.Tensor
     value_ids: torch.Tensor
+    input_kinds: torch.Tensor
+    input_values: torch.Tensor
+    up_input: torch.Tensor
+    down_input: torch.Tensor
     parents: torch.Tensor
+    is_leaf: torch.Tensor
     tree_ptr: torch.Tensor
     up_perm: torch.Tensor
     up_rank: torch.Tensor
@@ -192,7 +238,7 @@ class TreeBatch:
     down_perm: torch.Tensor
     down_rank: torch.Tensor
     down_sizes: list[int]
-    down_parents: list[torch.Tensor]
+    down_inner_sizes: list[int]
     down_parent_index: list[torch.Tensor]
 
     @classmethod
@@ -209,6 +255,12 @@ class TreeBatch:
             if not len(tree) == len(kinds) == len(values) or len(tree) == 0:
                 raise ValueError(f"tree {t}: {len(tree)} nodes, {len(kinds)} kind ids, {len(values)} value ids")
         forest = Forest.from_trees(trees)
+        all_kinds, all_values = np.concatenate(kind_ids).astype(np.int64), np.concatenate(value_ids).astype(np.int64)
+        if min(all_kinds.min(), all_values.min()) < 0:
+            raise ValueError("kind and value ids must be >= 0")
+        keys, node_input = np.unique(all_kinds * (int(all_values.max()) + 1) + all_values, return_inverse=True)
+        input_kinds, input_values = np.divmod(keys, int(all_values.max()) + 1)
+        node_input = node_input.reshape(-1)  # (N,); numpy 2.0 and 2.1 differ on its shape
         n, parents = len(forest), forest.parents
         height, depth = forest.height.astype(np.int64), forest.depth.astype(np.int64)
         levels = int(height.max()) + 1
@@ -233,22 +285,27 @@ class TreeBatch:
             up_children.append(_long(children))
             up_parent_row.append(_long(up_rank[parents[children]] - up_offsets[h]))
 
-        # Top-down: by depth, then index.
-        down_perm = np.argsort(depth, kind="stable")
+        # Top-down: by depth, then inner nodes before leaves, then index.
+        is_leaf = height == 0
+        down_perm = np.lexsort((np.arange(n), is_leaf, depth))
         down_rank = _inverse(down_perm)
         down_sizes = np.bincount(depth)
+        down_inner_sizes = np.bincount(depth[~is_leaf], minlength=len(down_sizes))
         down_offsets = np.concatenate([[0], np.cumsum(down_sizes)])
-        down_parents, down_parent_index = [_long(np.zeros(0, np.int64))], [_long(np.zeros(0, np.int64))]
+        down_parent_index = [_long(np.zeros(0, np.int64))]
         for d in range(1, len(down_sizes)):
             nodes = down_perm[down_offsets[d] : down_offsets[d + 1]]
-            rows, index = np.unique(down_rank[parents[nodes]] - down_offsets[d - 1], return_inverse=True)
-            down_parents.append(_long(rows))
-            down_parent_index.append(_long(index))
+            down_parent_index.append(_long(down_rank[parents[nodes]] - down_offsets[d - 1]))
 
         return cls(
-            kind_ids=_long(np.concatenate(kind_ids)),
-            value_ids=_long(np.concatenate(value_ids)),
+            kind_ids=_long(all_kinds),
+            value_ids=_long(all_values),
+            input_kinds=_long(input_kinds),
+            input_values=_long(input_values),
+            up_input=_long(node_input[up_perm]),
+            down_input=_long(node_input[down_perm]),
             parents=_long(parents),
+            is_leaf=torch.from_numpy(is_leaf),
             tree_ptr=_long(forest.tree_ptr),
             up_perm=_long(up_perm),
             up_rank=_long(up_rank),
@@ -260,7 +317,7 @@ class TreeBatch:
             down_perm=_long(down_perm),
             down_rank=_long(down_rank),
             down_sizes=down_sizes.tolist(),
-            down_parents=down_parents,
+            down_inner_sizes=down_inner_sizes.tolist(),
             down_parent_index=down_parent_index,
         )
 
@@ -316,48 +373,64 @@ class BiTreeEncoder(nn.Module):
 
     def forward(self, batch: TreeBatch) -> torch.Tensor:
         """(N, output_dim) node states in forest order: [h↑ ; h↓], or h↑ with `upward_only`."""
-        h_up = self.upward(batch)  # (N, H) in bottom-up row order
+        h_up, leaf_h = self.upward(batch)  # (N, H) in bottom-up row order, (U, H)
         if self.down is None:
             return h_up.index_select(0, batch.up_rank)
-        h_down = self.downward(h_up.index_select(0, batch.up_rank[batch.down_perm]), batch)  # top-down row order
+        h_down = self.downward(h_up.index_select(0, batch.up_rank[batch.down_perm]), leaf_h, batch)  # top-down order
         return torch.cat([h_up.index_select(0, batch.up_rank), h_down.index_select(0, batch.down_rank)], dim=1)
 
-    def upward(self, batch: TreeBatch) -> torch.Tensor:
-        """Bottom-up pass, one batched step per height -> (N, H) h↑ in bottom-up row order."""
-        x_levels = self.embed(batch.kind_ids[batch.up_perm], batch.value_ids[batch.up_perm]).split(batch.up_sizes)
+    def upward(self, batch: TreeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bottom-up pass, one batched step per height -> (N, H) h↑ in bottom-up row order, and (U, H) the h↑
+        of each distinct input as a leaf."""
+        iou_in, f_in = self.up.project_inputs(self.embed(batch.input_kinds, batch.input_values))  # (U, 3H), (U, H)
+        leaf_h, leaf_c = self.up.leaf(iou_in.clone())  # (U, H) each: every distinct input as a leaf
+        inputs = batch.up_input.split(batch.up_sizes)  # per height: (N_level,) each node's distinct input
         # waiting[h]: (h, c) chunks of lower levels that level h reads; the last list: roots, read by none
         waiting: list[list[LSTMState]] = [[] for _ in range(len(batch.up_sizes) + 1)]
         outputs = []
-        for level, x_level in enumerate(x_levels):  # (N_level, D) each
-            child_h = _concat([h for h, _ in waiting[level]], x_level.new_zeros(0, self.hidden))  # (E_level, H)
-            child_c = _concat([c for _, c in waiting[level]], child_h)  # (E_level, H)
-            h, c = self.up.level(x_level, child_h, child_c, batch.up_parent_row[level])  # (N_level, H) each
+        for level, level_inputs in enumerate(inputs):
+            if level == 0:  # height 0 is exactly the leaves
+                h, c = leaf_h.index_select(0, level_inputs), leaf_c.index_select(0, level_inputs)  # (N_0, H) each
+            else:
+                child_h = _concat([h for h, _ in waiting[level]])  # (E_level, H)
+                child_c = _concat([c for _, c in waiting[level]])
+                parent = batch.up_parent_row[level]  # (E_level,)
+                iou_rows = iou_in.index_select(0, level_inputs)  # (N_level, 3H)
+                f_rows = f_in.index_select(0, level_inputs[parent])  # (E_level, H): each child's parent's
+                h, c = self.up.level(iou_rows, f_rows, child_h, child_c, parent)  # (N_level, H) each
             outputs.append(h)
             splits = batch.up_splits[level]
             for reader, h_part, c_part in zip(batch.up_readers[level], h.split(splits), c.split(splits), strict=True):
                 waiting[reader].append((h_part, c_part))  # (n_part, H) each
-        return torch.cat(outputs)  # (N, H)
+        return torch.cat(outputs), leaf_h  # (N, H), (U, H)
 
-    def downward(self, h_up: torch.Tensor, batch: TreeBatch) -> torch.Tensor:
-        """Top-down pass, one batched step per depth: (N, H) h↑ -> (N, H) h↓, both in top-down row order."""
+    def downward(self, h_up: torch.Tensor, leaf_h: torch.Tensor, batch: TreeBatch) -> torch.Tensor:
+        """Top-down pass, one batched step per depth: (N, H) h↑ -> (N, H) h↓, both in top-down row order;
+        leaf_h (U, H) is the h↑ of each distinct input as a leaf (see `upward`)."""
         assert self.down is not None
-        x = self.embed(batch.kind_ids[batch.down_perm], batch.value_ids[batch.down_perm])  # (N, D)
-        state: LSTMState | None = None  # roots start from zeros
+        input_terms = self.down.project_inputs(self.embed(batch.input_kinds, batch.input_values))  # (U, 4H)
+        # A leaf's h↑ depends on its input alone, so a leaf's first two terms are one row of this table.
+        leaf_terms = self.down.add_up_(input_terms.clone(), leaf_h)  # (U, 4H)
+        table = torch.cat([input_terms, leaf_terms])  # (2U, 4H): rows for inner nodes, then for leaves
+        table_rows = batch.down_input + len(batch.input_kinds) * batch.is_leaf[batch.down_perm]  # (N,)
+        h = c = None  # the level above's states; roots have none
         outputs = []
-        levels = zip(x.split(batch.down_sizes), h_up.split(batch.down_sizes), strict=True)
-        for depth, (x_level, h_up_level) in enumerate(levels):  # (N_depth, D) and (N_depth, H)
-            parent = None
-            if state is not None:  # each parent's h↓ projected once, then handed to its children
-                rows, index = batch.down_parents[depth], batch.down_parent_index[depth]
-                projected = self.down.project_parents(state[0].index_select(0, rows))  # (P_depth, 4H)
-                parent = (projected.index_select(0, index), state[1].index_select(0, rows[index]))
-            state = self.down.level(x_level, h_up_level, parent)  # (N_depth, H) each
-            outputs.append(state[0])
+        levels = zip(table_rows.split(batch.down_sizes), h_up.split(batch.down_sizes), strict=True)
+        for depth, (rows, h_up_level) in enumerate(levels):  # (N_depth,) and (N_depth, H)
+            inner = batch.down_inner_sizes[depth]  # the first `inner` rows have children, the rest are leaves
+            gates = table.index_select(0, rows)  # (N_depth, 4H)
+            self.down.add_up_(gates[:inner], h_up_level[:inner])
+            parent_c = None
+            if h is not None and c is not None:  # the inner nodes above are exactly this level's parents
+                index = batch.down_parent_index[depth]  # (N_depth,)
+                above = batch.down_inner_sizes[depth - 1]
+                gates.add_(self.down.project_parents(h[:above]).index_select(0, index))
+                parent_c = c.index_select(0, index)
+            h, c = self.down.level(gates, parent_c)  # (N_depth, H) each
+            outputs.append(h)
         return torch.cat(outputs)  # (N, H)
 
 
-def _concat(tensors: list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
-    """torch.cat, without a copy when there is one tensor, and `empty` when there is none."""
-    if not tensors:
-        return empty
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat, without a copy when there is one tensor."""
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
