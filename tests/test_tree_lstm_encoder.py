@@ -208,6 +208,8 @@ def test_batch_checks_its_arguments(trees):
         TreeBatch.from_trees([], [], [])
     with pytest.raises(ValueError):
         TreeBatch.from_trees([trees[0]], [kinds[:-1]], [values])
+    with pytest.raises(ValueError, match="too large"):  # their pair keys would overflow int64
+        TreeBatch.from_trees([trees[0]], [kinds + 2**40], [values + 2**40])
     with pytest.raises(ValueError, match=">= 0"):
         TreeBatch.from_trees([trees[0]], [kinds], [np.full_like(values, -1)])
 

@@ -96,8 +96,8 @@ class ChildSumCell(nn.Module):
         per child, its parent's. Products accumulate in place and tanh goes through sigmoid (see
         `_activate_`). Tests hold it to `forward`."""
         n = iou_in.shape[0]
-        # index_add_ on fresh zeros is autograd-safe: its backward needs only `parent`. So are the in-place
-        # addmm_ below: a Linear's backward (or a gather's) needs its input, not its output.
+        # The in-place ops below are autograd-safe: each writes to the fresh output of an op whose backward
+        # does not read that output (zeros, a gather, an addmm, an addcmul); index_add_'s needs only `parent`.
         h_sum = child_h.new_zeros(n, self.hidden).index_add_(0, parent, child_h)  # (N, H)
         i, o, u = _activate_(iou_in.addmm_(h_sum, self.U_iou.weight.t()), 3, tanh_chunk=2)  # (N, H) each
         f = torch.sigmoid(f_in.addmm_(child_h, self.U_f.weight.t()))  # (E, H)
@@ -133,10 +133,10 @@ class TopDownCell(nn.Module):
 
     def level(self, gates: torch.Tensor, parent_c: torch.Tensor | None) -> LSTMState:
         """`forward` for the level-batched encoder, from the sum of the three terms of the gates, (N, 4H),
-        which it overwrites: project_inputs(x), plus h↑'s term (`add_up_`) and project_parents(parent's h↓) (the last
-        left out for roots), and the parents' cells (N, H), or None for roots. So [x ; h↑] is never
-        concatenated, and the caller can project each distinct input, each leaf's h↑ and each parent's
-        h↓ once. Tanh goes through sigmoid (see `_activate_`). Tests hold it to nn.LSTMCell."""
+        which it overwrites: project_inputs(x), h↑'s term (`add_up_`) and project_parents(parent's h↓),
+        the last left out for roots; and the parents' cells (N, H), or None for roots. So [x ; h↑] is
+        never concatenated, and the caller can project each distinct input, each leaf's h↑ and each
+        parent's h↓ once. Tanh goes through sigmoid (see `_activate_`). Tests hold it to nn.LSTMCell."""
         i, f, g, o = _activate_(gates, n_chunks=4, tanh_chunk=2)  # (N, H) each, nn.LSTMCell's order; g: σ(-2x_g)
         c = _times_tanh(i, g)  # (N, H)
         if parent_c is not None:
@@ -184,7 +184,8 @@ class TreeBatch:
 
     Node indices are forest indices (tree t's nodes are `tree_ptr[t]:tree_ptr[t + 1]`, each tree in
     preorder) unless stated; a level's rows are its nodes in the order a pass computes them. Tensors
-    are int64; `*_sizes`, `up_readers` and `up_splits` are Python ints, so splits need no device sync.
+    are int64 (`is_leaf` bool); `*_sizes`, `up_readers` and `up_splits` are Python ints, so splits need
+    no device sync.
 
     Bottom-up, by height (leaves first): `up_perm` lists the nodes level by level, within a level by
     the height of their parent (roots last), so a level's results split into contiguous chunks, one per
@@ -258,6 +259,8 @@ class TreeBatch:
         all_kinds, all_values = np.concatenate(kind_ids).astype(np.int64), np.concatenate(value_ids).astype(np.int64)
         if min(all_kinds.min(), all_values.min()) < 0:
             raise ValueError("kind and value ids must be >= 0")
+        if (int(all_kinds.max()) + 1) * (int(all_values.max()) + 1) > 2**63:  # the pair keys below are int64
+            raise ValueError(f"kind ids up to {all_kinds.max()} and value ids up to {all_values.max()} are too large")
         keys, node_input = np.unique(all_kinds * (int(all_values.max()) + 1) + all_values, return_inverse=True)
         input_kinds, input_values = np.divmod(keys, int(all_values.max()) + 1)
         node_input = node_input.reshape(-1)  # (N,); numpy 2.0 and 2.1 differ on its shape
