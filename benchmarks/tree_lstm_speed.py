@@ -28,7 +28,8 @@ import torch
 
 from codecomp.data.shards import TreeShard
 from codecomp.data.tree_vocab import TreeVocab
-from codecomp.models.components.tree_lstm import BiTreeEncoder, TreeBatch
+from codecomp.models.components.tree_batch import TreeBatch
+from codecomp.models.components.tree_lstm import BiTreeEncoder
 from codecomp.models.components.tree_lstm_reference import reference_encode
 from codecomp.parsing import CodeTree
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from codecomp.models.components.tree_lstm import BiTreeEncoder, ChildSumCell, TopDownCell, TreeBatch
+from codecomp.models.components.tree_batch import TreeBatch
+from codecomp.models.components.tree_lstm import BiTreeEncoder, ChildSumCell, TopDownCell
 from codecomp.models.components.tree_lstm_reference import reference_encode
 from codecomp.parsing import CodeTree, parse
 
