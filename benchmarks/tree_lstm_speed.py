@@ -106,7 +106,7 @@ def main() -> None:
     args.add_argument("--reference-trees", type=int, default=8, help="trees the reference runs on")
     args.add_argument("--hidden", type=int, default=128)
     args.add_argument("--embed", type=int, default=64, help="width of each of the kind and value embeddings")
-    args.add_argument("--repeat", type=int, default=3)
+    args.add_argument("--repeat", type=int, default=10, help="timed batched runs; the fastest counts")
     args.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's)")
     options = args.parse_args()
     if options.threads:
