@@ -34,7 +34,7 @@ demo: $(STAMP)
 serve: $(STAMP) stop
 	@mkdir -p logs
 	@$(VENV)/bin/codecomp-serve > logs/serve.log 2>&1 & echo $$! > logs/serve.pid
-	@$(PY) -m serve.launch $(SERVE_URL) > /dev/null || (cat logs/serve.log; exit 1)
+	@$(PY) -m benchmarks.loadgen.launch $(SERVE_URL) > /dev/null || (cat logs/serve.log; exit 1)
 	curl -s $(SERVE_URL)/v1/completions -H 'Content-Type: application/json' \
 	  -d '{"language": "javascript", "segments": {"prefix": "function add(a, b) {\n  return ", "suffix": "\n}\n"}}'
 	@echo

@@ -35,9 +35,9 @@ from typing import Any
 
 import httpx
 
-from serve.editors import TraceConfig, build_trace, documents_from_corpus, scale_trace
-from serve.launch import ServerProcess
-from serve.loadgen import meets_objective, replay, summarize
+from benchmarks.loadgen.editors import TraceConfig, build_trace, documents_from_corpus, scale_trace
+from benchmarks.loadgen.launch import ServerProcess
+from benchmarks.loadgen.replay import meets_objective, replay, summarize
 
 CONFIGURATIONS = {
     "full system": [],

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.tree_lstm_reference import reference_encode
 from codecomp.data.shards import TreeShard
+from codecomp.data.tree_batch import TreeBatch
 from codecomp.data.tree_vocab import TreeVocab
-from codecomp.models.components.tree_batch import TreeBatch
 from codecomp.models.components.tree_lstm import BiTreeEncoder
-from codecomp.models.components.tree_lstm_reference import reference_encode
 from codecomp.parsing import CodeTree
 
 LANGUAGES = ("cpp", "javascript")  # one vocabulary for both, as the model's default configuration has

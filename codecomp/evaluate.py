@@ -21,15 +21,15 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
+from codecomp import CONFIG_DIR
+from codecomp.checkpoint import CODECOMP_KEY, load_checkpoint
 from codecomp.evaluation.char_eval import CharEvalSettings, evaluate_language
 from codecomp.evaluation.hole_eval import evaluate_holes
 from codecomp.inference.char_lstm import CharLSTMCompleter
-from codecomp.inference.checkpoint import CODECOMP_KEY, load_checkpoint
 from codecomp.inference.tree_lstm import FAMILY as TREE_FAMILY
 from codecomp.inference.tree_lstm import TreeLSTMCompleter
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:

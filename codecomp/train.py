@@ -17,8 +17,9 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from codecomp import CONFIG_DIR
+
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -33,9 +33,9 @@ def cache_copy(fixture_cache, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def fixture_corpus(fixture_cache, tmp_path_factory) -> Path:
     """The fixture corpus built once per session by the real pipeline (offline, from the cache)."""
-    from data_prep.build import BuildConfig, build_corpus
-    from data_prep.filters import FilterConfig
-    from data_prep.recipe import Recipe
+    from codecomp.data_prep.build import BuildConfig, build_corpus
+    from codecomp.data_prep.filters import FilterConfig
+    from codecomp.data_prep.recipe import Recipe
     from tests.fixture_corpus import recipe
 
     out = tmp_path_factory.mktemp("corpus")

@@ -106,7 +106,7 @@ def _deb(work: Path) -> bytes:
 
 
 def write_cache(cache_dir: Path, work: Path) -> None:
-    """Put the fixture archives where `data_prep.fetch` looks, as if fetched before."""
+    """Put the fixture archives where `codecomp.data_prep.fetch` looks, as if fetched before."""
     archives = {("npm", f"{n}={v}.tgz", v): _npm_tarball(files) for (n, v), files in NPM_PACKAGES.items()}
     archives[("deb", "fx-cpp-examples=1.0-1.deb", "1.0-1")] = _deb(work)
     for (registry, file_name, version), data in archives.items():

@@ -12,13 +12,13 @@ import types
 
 import httpx
 
-from serve import protocol
-from serve.app import create_app
-from serve.container import ContainerCore, Options
-from serve.frontend import BatchingConfig
-from serve.server import ModelConfig, Server, ServerConfig
-from serve.service import ServiceConfig
-from serve.transport import InProcessRouter
+from codecomp.serve import protocol
+from codecomp.serve.api.app import create_app
+from codecomp.serve.api.server import ModelConfig, Server, ServerConfig
+from codecomp.serve.container.process import ContainerCore, Options
+from codecomp.serve.dispatch.dispatcher import BatchingConfig
+from codecomp.serve.dispatch.transport import InProcessRouter
+from codecomp.serve.service.completion import ServiceConfig
 
 
 class EchoRunner:

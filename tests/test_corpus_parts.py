@@ -4,10 +4,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from data_prep.cli import CONFIG_DIR, build_config
-from data_prep.dedupe import duplicate_families, keep_one_per_family
-from data_prep.filters import FilterConfig, drop_reason, strip_licence_header
-from data_prep.recipe import PackageSpec, Recipe, RecipeError, glob_match
+from codecomp.data_prep.cli import CONFIG_DIR, build_config
+from codecomp.data_prep.dedupe import duplicate_families, keep_one_per_family
+from codecomp.data_prep.filters import FilterConfig, drop_reason, strip_licence_header
+from codecomp.data_prep.recipe import PackageSpec, Recipe, RecipeError, glob_match
 from tests.fixture_corpus import js_module
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 
+from codecomp.data_prep.extract import archive_files
+from codecomp.data_prep.fetch import FetchError, fetch, sha256_of
+from codecomp.data_prep.recipe import PackageSpec
 from codecomp.parsing import parse
-from data_prep.extract import archive_files
-from data_prep.fetch import FetchError, fetch, sha256_of
-from data_prep.recipe import PackageSpec
 
 pytestmark = pytest.mark.network
 
@@ -18,7 +18,7 @@ def test_fetch_real_npm_package_and_reuse_the_cache(tmp_path, monkeypatch):
     files = list(archive_files(spec, archive, 100_000))
     assert [f.path for f in files] == ["index.js"]
     assert len(parse(files[0].data, "javascript")) > 20
-    monkeypatch.setattr("data_prep.fetch._run", lambda *a: pytest.fail("cached archive fetched again"))
+    monkeypatch.setattr("codecomp.data_prep.fetch._run", lambda *a: pytest.fail("cached archive fetched again"))
     assert fetch(spec, tmp_path).sha256 == archive.sha256
 
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import data_prep.build
-import data_prep.fetch
+import codecomp.data_prep.build
+import codecomp.data_prep.fetch
 from codecomp.data.shards import TextShard, TreeShard
 from codecomp.data.vocab import Vocabulary
+from codecomp.data_prep.build import BuildConfig, build_corpus
+from codecomp.data_prep.fetch import FetchError
+from codecomp.data_prep.filters import FilterConfig
+from codecomp.data_prep.recipe import Recipe
 from codecomp.parsing import parse
-from data_prep.build import BuildConfig, build_corpus
-from data_prep.fetch import FetchError
-from data_prep.filters import FilterConfig
-from data_prep.recipe import Recipe
 from tests.fixture_corpus import recipe
 
 
@@ -23,7 +23,7 @@ def offline(monkeypatch):
     def refuse(command, cwd):
         raise AssertionError(f"the build went online: {command}")
 
-    monkeypatch.setattr(data_prep.fetch, "_run", refuse)
+    monkeypatch.setattr(codecomp.data_prep.fetch, "_run", refuse)
 
 
 def config(cache: Path, out: Path, **overrides) -> BuildConfig:
@@ -141,7 +141,7 @@ def test_interrupted_build_leaves_the_old_corpus_whole(corpus, fixture_cache, mo
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data_prep.build, "build_vocabularies", interrupt)
+    monkeypatch.setattr(codecomp.data_prep.build, "build_vocabularies", interrupt)
     with pytest.raises(KeyboardInterrupt):
         build_corpus(Recipe.from_dict(recipe()), config(fixture_cache, folder.parent))
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
@@ -157,7 +157,7 @@ def test_damaged_cache_entry_is_fetched_again(cache_copy, tmp_path, monkeypatch)
         calls.append(command)
         raise FetchError("registry unreachable in this test")
 
-    monkeypatch.setattr(data_prep.fetch, "_run", no_registry)
+    monkeypatch.setattr(codecomp.data_prep.fetch, "_run", no_registry)
     with pytest.raises(FetchError, match="unreachable"):
         build_corpus(Recipe.from_dict(recipe()), config(cache_copy, tmp_path / "data"))
     assert calls and calls[0][:2] == ["npm", "pack"]

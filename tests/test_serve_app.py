@@ -5,10 +5,10 @@ import asyncio
 
 import pytest
 
-from serve.container import Options
-from serve.server import ModelConfig, ServerConfig
-from serve.service import ServiceConfig
-from serve.store import FeedbackStore
+from codecomp.serve.api.server import ModelConfig, ServerConfig
+from codecomp.serve.container.process import Options
+from codecomp.serve.service.completion import ServiceConfig
+from codecomp.serve.service.feedback import FeedbackStore
 from tests.serve_fakes import body, config, running
 
 
@@ -149,8 +149,8 @@ def test_conf_serve_yaml_sets_every_setting():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from serve.cli import CONFIG_DIR
-    from serve.frontend import BatchingConfig
+    from codecomp.serve.api.cli import CONFIG_DIR
+    from codecomp.serve.dispatch.dispatcher import BatchingConfig
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         raw = OmegaConf.to_container(compose(config_name="serve"), resolve=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.approx_cache import ApproximateCache, jaccard, tokenize
+from codecomp.serve.service.approx_cache import ApproximateCache, jaccard, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def test_signatures_are_deterministic_across_instances_and_processes() -> None:
     assert ApproximateCache().signature(prefix) == signature
     assert ApproximateCache(seed=1).signature(prefix) != signature
     # A fresh interpreter with a different str hash seed must agree (no use of hash()).
-    code = "import sys; from serve.approx_cache import ApproximateCache as C; "
+    code = "import sys; from codecomp.serve.service.approx_cache import ApproximateCache as C; "
     code += "print(C().signature(sys.stdin.buffer.read()))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from serve.batching import AIMDBatchSize, DeadlineExpired, DeadlineQueue, QueueFull, Retry, run_batch
+from codecomp.serve.dispatch.batching import AIMDBatchSize, DeadlineExpired, DeadlineQueue, QueueFull, Retry, run_batch
 
 
 class Clock:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.cache import PredictionCache, TypedThroughCache, context_key, digest
+from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key, digest
 
 ROOT = Path(__file__).resolve().parents[1]
 

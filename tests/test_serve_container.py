@@ -13,8 +13,8 @@ from codecomp.data.vocab import KIND_SPECIALS, VALUE_SPECIALS, Vocabulary
 from codecomp.inference.char_lstm import CharLSTMCompleter
 from codecomp.inference.tree_lstm import HoleModel, TreeLSTMCompleter
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
-from serve import protocol
-from serve.container import CharLSTMRunner, ContainerCore, Options, PrefixStateCache, TreeLSTMRunner
+from codecomp.serve import protocol
+from codecomp.serve.container.process import CharLSTMRunner, ContainerCore, Options, PrefixStateCache, TreeLSTMRunner
 
 FILE = b"function add(a, b) {\n  return a + b;\n}\nconst total = add(1, 2);\n"
 

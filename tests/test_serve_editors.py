@@ -1,11 +1,11 @@
-"""serve.editors: simulated editing traces."""
+"""benchmarks.loadgen.editors: simulated editing traces."""
 
 import itertools
 
 import pytest
 
+from benchmarks.loadgen.editors import TraceConfig, build_trace, documents_from_corpus, scale_trace
 from codecomp.data.shards import ShardFile, write_text_shard
-from serve.editors import TraceConfig, build_trace, documents_from_corpus, scale_trace
 
 JS = b"function add(a, b) {\n  return a + b;\n}\n\nconst total = add(1, 2);\nconsole.log(total);\n" * 8
 CPP = 'int main() {\n  std::string s = "h\u00e9llo";\n  return s.size();\n}\n'.encode() * 8

@@ -1,4 +1,4 @@
-"""serve.http_client: the load generator's keep-alive HTTP client against real local servers."""
+"""benchmarks.loadgen.http_client: the load generator's keep-alive HTTP client against real local servers."""
 
 import asyncio
 import json
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from serve.http_client import KeepAliveClient
+from benchmarks.loadgen.http_client import KeepAliveClient
 from tests.local_http import make_app, serving
 
 

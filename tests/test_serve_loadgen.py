@@ -1,4 +1,4 @@
-"""serve.loadgen: open-loop replay against fake and real local servers, summaries and objectives."""
+"""benchmarks.loadgen.replay: open-loop replay against fake and real local servers, summaries and objectives."""
 
 import asyncio
 import json
@@ -10,10 +10,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from benchmarks.loadgen import replay as loadgen
+from benchmarks.loadgen.editors import Request
+from benchmarks.loadgen.replay import Outcome, meets_objective, replay, summarize
 from codecomp.data.shards import ShardFile, write_text_shard
-from serve import loadgen
-from serve.editors import Request
-from serve.loadgen import Outcome, meets_objective, replay, summarize
 from tests.local_http import COMPLETIONS_SEEN, make_app, ok_body, serving
 
 JS = b"function add(a, b) {\n  return a + b;\n}\n\nconst total = add(1, 2);\nconsole.log(total);\n" * 8

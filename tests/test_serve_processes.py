@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
+from benchmarks.loadgen.launch import ServerProcess
 from codecomp.train import train
-from serve.launch import ServerProcess
 from tests.test_train import TREE_TINY, compose_train
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test_after_fit=false"]

@@ -4,8 +4,8 @@ bad container messages and overload."""
 import asyncio
 import time
 
-from serve import protocol
-from serve.server import ModelConfig
+from codecomp.serve import protocol
+from codecomp.serve.api.server import ModelConfig
 from tests.serve_fakes import EchoRunner, FakeContainer, body, config, running
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from codecomp.models.components.tree_batch import TreeBatch
+from benchmarks.tree_lstm_reference import reference_encode
+from codecomp.data.tree_batch import TreeBatch
 from codecomp.models.components.tree_lstm import BiTreeEncoder, ChildSumCell, TopDownCell
-from codecomp.models.components.tree_lstm_reference import reference_encode
 from codecomp.parsing import CodeTree, parse
 
 N_KINDS, N_VALUES, EMBED, HIDDEN = 97, 53, 8, 12

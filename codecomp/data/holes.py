@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from codecomp.data.tree_vocab import TreeVocab
-from codecomp.models.components.tree_batch import TreeBatch
+from codecomp.data.tree_batch import TreeBatch
 from codecomp.parsing import CodeTree, kind_names
 from codecomp.parsing.codetree import HOLE
 

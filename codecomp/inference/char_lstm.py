@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
+from codecomp.checkpoint import load_checkpoint, model_state
 from codecomp.data.char_vocab import EOF_ID, PAD_ID, encode_document
-from codecomp.inference.checkpoint import load_checkpoint, model_state
 from codecomp.inference.types import Candidate, CompletionRequest
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig, LSTMState
 

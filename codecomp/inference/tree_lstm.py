@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codecomp.checkpoint import load_checkpoint, model_state
 from codecomp.data.holes import HoleBatch, HoleExample, collate_holes, make_holes
 from codecomp.data.tree_vocab import TreeVocab
-from codecomp.inference.checkpoint import load_checkpoint, model_state
 from codecomp.inference.types import Candidate
 from codecomp.models.components.hole_head import HoleScores, PointerGeneratorHead
 from codecomp.models.components.tree_lstm import BiTreeEncoder

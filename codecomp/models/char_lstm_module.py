@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from codecomp.checkpoint import CODECOMP_KEY
 from codecomp.data.char_vocab import PAD_ID, VOCAB_SIZE
 from codecomp.inference.char_lstm import FAMILY, CharLSTMCompleter
-from codecomp.inference.checkpoint import CODECOMP_KEY
 from codecomp.inference.types import CompletionRequest
 from codecomp.models.base import CodecompModule
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
+from codecomp.checkpoint import CODECOMP_KEY
 from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleBatch
 from codecomp.data.tree_vocab import TreeVocab
-from codecomp.inference.checkpoint import CODECOMP_KEY
 from codecomp.inference.tree_lstm import FAMILY, HoleModel, rank_holes
 from codecomp.models.base import CodecompModule
 from codecomp.models.components.hole_head import target_probability

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from codecomp.models.components.tree_batch import TreeBatch
+from codecomp.data.tree_batch import TreeBatch
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (N, H)
 

@@ -15,9 +15,9 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from serve.container import serve_container
-from serve.frontend import Frontend
-from serve.metrics import Metrics
+from codecomp.serve.container.process import serve_container
+from codecomp.serve.dispatch.dispatcher import Frontend
+from codecomp.serve.dispatch.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class _Slot:
 
 def _context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["serve.container"])
+    context.set_forkserver_preload(["codecomp.serve.container.process"])
     return context
 
 

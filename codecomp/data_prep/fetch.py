@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from data_prep.recipe import PackageSpec
+from codecomp.data_prep.recipe import PackageSpec
 
 log = logging.getLogger(__name__)
 

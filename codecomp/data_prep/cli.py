@@ -9,12 +9,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data_prep.build import BuildConfig, build_corpus
-from data_prep.filters import FilterConfig
-from data_prep.recipe import Recipe
-from data_prep.stats import print_stats
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from codecomp import CONFIG_DIR
+from codecomp.data_prep.build import BuildConfig, build_corpus
+from codecomp.data_prep.filters import FilterConfig
+from codecomp.data_prep.recipe import Recipe
+from codecomp.data_prep.stats import print_stats
 
 
 def build_config(cfg: DictConfig) -> BuildConfig:

@@ -20,12 +20,12 @@ from typing import Any
 import zmq
 
 from codecomp.parsing.cursor import WORD_BYTE
-from serve import protocol
-from serve.batching import AIMDBatchSize, DeadlineQueue, QueueFull, Retry, run_batch
-from serve.container import Options
-from serve.metrics import Metrics
-from serve.protocol import WireCandidate
-from serve.transport import RouterTransport
+from codecomp.serve import protocol
+from codecomp.serve.container.process import Options
+from codecomp.serve.dispatch.batching import AIMDBatchSize, DeadlineQueue, QueueFull, Retry, run_batch
+from codecomp.serve.dispatch.metrics import Metrics
+from codecomp.serve.dispatch.transport import RouterTransport
+from codecomp.serve.protocol import WireCandidate
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import time
 import uuid
 from typing import Any
 
-from serve.approx_cache import ApproximateCache
-from serve.batching import DeadlineExpired, QueueFull
-from serve.cache import PredictionCache, TypedThroughCache, context_key, digest
-from serve.frontend import ModelAnswer, ModelEndpoint
-from serve.metrics import Metrics
-from serve.protocol import WireCandidate
+from codecomp.serve.dispatch.batching import DeadlineExpired, QueueFull
+from codecomp.serve.dispatch.dispatcher import ModelAnswer, ModelEndpoint
+from codecomp.serve.dispatch.metrics import Metrics
+from codecomp.serve.protocol import WireCandidate
+from codecomp.serve.service.approx_cache import ApproximateCache
+from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key, digest
 
 log = logging.getLogger(__name__)
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, cast
 
 import hydra
 import uvicorn
 from omegaconf import DictConfig, OmegaConf
 
-from serve.app import create_app
-from serve.server import Server, ServerConfig
+from codecomp import CONFIG_DIR
+from codecomp.serve.api.app import create_app
+from codecomp.serve.api.server import Server, ServerConfig
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="serve")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from codecomp.data_prep.recipe import matches_any
 from codecomp.parsing import EXTENSIONS
-from data_prep.recipe import matches_any
 
 # Drop reasons, in the order they are checked; stats.json counts files per reason.
 WRONG_EXTENSION = "wrong_extension"

@@ -4,7 +4,7 @@ The container connects a DEALER socket to the frontend's ROUTER (on this host or
 another), says hello, then answers `predict` batches and sends a heartbeat whenever it is between
 batches. Heartbeats come from the same loop that computes, so a container stuck in a batch stops
 beating and the frontend's supervisor sees it hung. Run one by hand on another host with
-`python -m serve.container --frontend tcp://HOST:PORT --checkpoint PATH --model NAME`.
+`python -m codecomp.serve.container.process --frontend tcp://HOST:PORT --checkpoint PATH --model NAME`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import zmq
 from codecomp.inference import CompletionRequest, load_checkpoint
 from codecomp.inference.char_lstm import CharLSTMCompleter, CharState
 from codecomp.inference.tree_lstm import HoleRequest, NoHole, TreeLSTMCompleter
-from serve import protocol
-from serve.cache import digest
-from serve.protocol import WireCandidate
+from codecomp.serve import protocol
+from codecomp.serve.protocol import WireCandidate
+from codecomp.serve.service.cache import digest
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from codecomp.inference.checkpoint import CheckpointError
-from serve.container import Options
-from serve.frontend import BatchingConfig, Frontend, ModelEndpoint
-from serve.metrics import Metrics
-from serve.service import CompletionService, ServiceConfig
-from serve.store import FeedbackStore
-from serve.supervisor import ContainerSpec, Supervisor
-from serve.transport import RouterTransport, ZmqRouter
+from codecomp.checkpoint import CheckpointError
+from codecomp.serve.container.process import Options
+from codecomp.serve.dispatch.dispatcher import BatchingConfig, Frontend, ModelEndpoint
+from codecomp.serve.dispatch.metrics import Metrics
+from codecomp.serve.dispatch.supervisor import ContainerSpec, Supervisor
+from codecomp.serve.dispatch.transport import RouterTransport, ZmqRouter
+from codecomp.serve.service.completion import CompletionService, ServiceConfig
+from codecomp.serve.service.feedback import FeedbackStore
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from codecomp.data.shards import ShardFile, write_text_shard, write_tree_shard
+from codecomp.data_prep import dedupe
+from codecomp.data_prep.extract import archive_files
+from codecomp.data_prep.fetch import Archive, fetch
+from codecomp.data_prep.filters import FilterConfig, drop_reason, strip_licence_header
+from codecomp.data_prep.recipe import SPLITS, Recipe
+from codecomp.data_prep.stats import corpus_stats
+from codecomp.data_prep.vocabularies import build_vocabularies
 from codecomp.parsing import CodeTree, grammar_versions, parse
-from data_prep import dedupe
-from data_prep.extract import archive_files
-from data_prep.fetch import Archive, fetch
-from data_prep.filters import FilterConfig, drop_reason, strip_licence_header
-from data_prep.recipe import SPLITS, Recipe
-from data_prep.stats import corpus_stats
-from data_prep.vocabularies import build_vocabularies
 
 log = logging.getLogger(__name__)
 

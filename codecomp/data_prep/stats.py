@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from codecomp.data.shards import TextShard, TreeShard
-from data_prep.recipe import SPLITS
+from codecomp.data_prep.recipe import SPLITS
 
 
 def corpus_stats(

@@ -26,9 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.server import LANGUAGE_ALIASES, Server
-from serve.service import CompletionInput, Overloaded
-from serve.store import Event
+from codecomp.serve.api.server import LANGUAGE_ALIASES, Server
+from codecomp.serve.service.completion import CompletionInput, Overloaded
+from codecomp.serve.service.feedback import Event
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"

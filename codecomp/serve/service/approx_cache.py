@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from serve.cache import digest
+from codecomp.serve.service.cache import digest
 
 V = TypeVar("V")
 

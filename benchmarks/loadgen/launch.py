@@ -47,7 +47,7 @@ class ServerProcess:
     def __init__(self, overrides: Sequence[str] = (), log: Path | None = None, ready_timeout_s: float = 120.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "serve.cli", f"port={self.port}", *overrides]
+        self.command = [sys.executable, "-m", "codecomp.serve.api.cli", f"port={self.port}", *overrides]
         self.log, self.ready_timeout_s = log, ready_timeout_s
         self.process: subprocess.Popen[str] | None = None
         self._log_file: IO[str] | None = None
@@ -95,5 +95,5 @@ class ServerProcess:
         return code
 
 
-if __name__ == "__main__":  # `python -m serve.launch URL`: wait until the server there is healthy
+if __name__ == "__main__":  # `python -m benchmarks.loadgen.launch URL`: wait until the server there is healthy
     print(wait_healthy(sys.argv[1]))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, cast
 
-from serve.protocol import WireCandidate
+from codecomp.serve.protocol import WireCandidate
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
 
-from data_prep.fetch import Archive
-from data_prep.recipe import PackageSpec, glob_match
+from codecomp.data_prep.fetch import Archive
+from codecomp.data_prep.recipe import PackageSpec, glob_match
 
 
 @dataclasses.dataclass(frozen=True)

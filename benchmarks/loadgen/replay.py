@@ -4,7 +4,7 @@ The trace of requests is replayed open-loop (every request leaves at its schedul
 earlier ones came back), so a slow server sees the queue build up as it would in production instead of the
 client politely slowing down.
 
-    python -m serve.loadgen --url http://127.0.0.1:8000 --corpus data/small --editors 32 --duration 20
+    python -m benchmarks.loadgen.replay --url http://127.0.0.1:8000 --corpus data/small --editors 32 --duration 20
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from serve.editors import Request, TraceConfig, build_trace, documents_from_corpus, scale_trace
-from serve.http_client import KeepAliveClient, PostClient
+from benchmarks.loadgen.editors import Request, TraceConfig, build_trace, documents_from_corpus, scale_trace
+from benchmarks.loadgen.http_client import KeepAliveClient, PostClient
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def _format_table(summary: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Build a trace from a corpus's test split, replay it against a server and print the summary."""
-    parser = argparse.ArgumentParser(prog="python -m serve.loadgen", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server root")
     parser.add_argument("--corpus", type=Path, default=Path("data/small"), help="corpus folder (data/<recipe>)")
     parser.add_argument("--split", default="test")

@@ -1,0 +1,1 @@
+"""Load testing of the serving layer: simulated editors, trace replay, a keep-alive client, a server launcher."""
