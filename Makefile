@@ -8,12 +8,13 @@ SERVE_URL := http://127.0.0.1:8000
 
 .PHONY: demo serve stop test test-full lint format bench clean
 
-$(STAMP): pyproject.toml
+# Reinstalls when the dependencies or their pins change.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel first: an unpinned resolve would pull CUDA builds of torch.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -53,6 +54,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the architecture's contracts (.importlinter)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -64,6 +66,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.decode_latency
 	$(PY) -m benchmarks.tree_lstm_speed
 	$(PY) -m benchmarks.hole_latency
+	$(PY) -m benchmarks.minhash
+	$(PY) -m benchmarks.protocol_codec
 	$(PY) -m benchmarks.serve_load
 
 clean:

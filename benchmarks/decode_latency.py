@@ -15,8 +15,8 @@ import torch
 
 from benchmarks.timing import median_ms
 from codecomp.data.char_vocab import EOF_ID
-from codecomp.inference.char_lstm import CharLSTMCompleter
-from codecomp.inference.types import CompletionRequest
+from codecomp.inference.char_lstm import CharLSTMCompleter, CharState
+from codecomp.inference.completer import CompletionOptions, CompletionRequest
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
 
 PREFIX = b"function render(items, options) {\n  const result = [];\n  for (const item of items) {\n    result."
@@ -44,22 +44,24 @@ def main() -> None:
     # A trained model may end the line at once; with newline and end of file made impossible every
     # line runs to 40 characters, at the same cost per character.
     model.head.bias.data[[ord("\n"), EOF_ID]] = -1e9
-    request = CompletionRequest(PREFIX, "javascript")
+    request = CompletionRequest(PREFIX, b"", "javascript")
     encode = median_ms(args.repeat, lambda: completer.encode([request.prefix], [request.language]))
     state = completer.encode([request.prefix], [request.language])
-    forty_greedy = median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=1))
-    forty_beam = median_ms(args.repeat, lambda: _forty(completer, request, state, beam_size=4))
-    end_to_end = median_ms(args.repeat, lambda: _forty(completer, request, None, beam_size=4))
+    forty_greedy = median_ms(args.repeat, lambda: _forty(completer, request, state, beam=1))
+    forty_beam = median_ms(args.repeat, lambda: _forty(completer, request, state, beam=4))
+    end_to_end = median_ms(args.repeat, lambda: _forty(completer, request, None, beam=4))
     print(f"read the {len(PREFIX)}-byte prefix:          {encode:7.2f} ms")
     print(f"40 characters, greedy, prefix read:    {forty_greedy:7.2f} ms")
     print(f"40 characters, beam 4, prefix read:    {forty_beam:7.2f} ms")
     print(f"40 characters, beam 4, end to end:     {end_to_end:7.2f} ms")
-    print(f"(characters in the best line: {_forty(completer, request, None, beam_size=4)})")
+    print(f"(characters in the best line: {_forty(completer, request, None, beam=4)})")
 
 
-def _forty(completer: CharLSTMCompleter, request: CompletionRequest, state, beam_size: int) -> int:  # type: ignore[no-untyped-def]
-    """Complete up to 40 characters; returns how many the best line has (a newline may end it sooner)."""
-    [candidates] = completer.complete([request], k=1, beam_size=beam_size, max_chars=40, states=state)
+def _forty(completer: CharLSTMCompleter, request: CompletionRequest, states: list[CharState] | None, beam: int) -> int:
+    """Complete up to 40 characters (from `states` when the prefix is read already); returns how many
+    the best line has (a newline may end it sooner)."""
+    options = CompletionOptions(k=1, beam=beam, max_chars=40)
+    [candidates] = completer.complete([request], options) if states is None else completer.decode(states, options)
     return len(candidates[0].text)
 
 

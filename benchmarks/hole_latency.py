@@ -3,7 +3,7 @@
     python -m benchmarks.hole_latency [--checkpoint checkpoints/tree_lstm_quick/best.ckpt] [--repeat 5]
 
 For each size, the file of the corpus closest to it; the cursor at its middle identifier. Reports
-the end-to-end time of `TreeLSTMCompleter.complete` (parse with the placeholder, encode, rank) and,
+the end-to-end time of `TreeLSTMCompleter.complete_holes` (parse with the placeholder, encode, rank) and,
 beside it, tree-sitter's parse of the same file, the part no model can avoid.
 """
 
@@ -42,7 +42,7 @@ def main() -> None:
         leaves = target_leaves(tree, completer.target_kinds)
         cursor = int(tree.ends[leaves[len(leaves) // 2]])
         request = HoleRequest(document, cursor, args.language)
-        total = median_ms(args.repeat, lambda: completer.complete([request], k=5))  # noqa: B023
+        total = median_ms(args.repeat, lambda: completer.complete_holes([request], k=5))  # noqa: B023
         bare = median_ms(args.repeat, lambda: parse(document, args.language))  # noqa: B023
         print(f"{target:>7,} {len(tree):>7,} {len(document) / 1e3:>6.1f} {total:>12.1f} {bare:>9.1f}")
 

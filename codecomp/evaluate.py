@@ -9,6 +9,7 @@ a table. Deterministic for a fixed seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -22,26 +23,28 @@ from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from codecomp import CONFIG_DIR
-from codecomp.checkpoint import CODECOMP_KEY, load_checkpoint
 from codecomp.evaluation.char_eval import CharEvalSettings, evaluate_language
+from codecomp.evaluation.config import EvalConfig, register_schema
 from codecomp.evaluation.hole_eval import evaluate_holes
-from codecomp.inference.char_lstm import CharLSTMCompleter
-from codecomp.inference.tree_lstm import FAMILY as TREE_FAMILY
-from codecomp.inference.tree_lstm import TreeLSTMCompleter
+from codecomp.inference.families import load_completer
 
 log = logging.getLogger(__name__)
 
+register_schema()  # before hydra.main composes conf/eval.yaml against it
 
-def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Evaluate the checkpoint (its model family decides how), write metrics.json and TensorBoard."""
-    family = load_checkpoint(cfg.ckpt_path, None)[CODECOMP_KEY]["family"]
-    languages = evaluate_tree(cfg) if family == TREE_FAMILY else evaluate_char(cfg)
+
+def evaluate(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
+    """Evaluate the checkpoint's completer (built as serving builds it, with the `completer` settings)
+    at its task, lines or tokens; write metrics.json and TensorBoard."""
+    completer = load_completer(cfg.ckpt_path, device=cfg.device, **cfg.completer)
+    languages = _TASKS[completer.task](cfg, completer)
     report = {
         "checkpoint": str(cfg.ckpt_path),
-        "family": family,
+        "family": completer.family,
+        "task": completer.task,
         "corpus": str(cfg.corpus),
         "split": cfg.split,
-        "settings": OmegaConf.to_container(cfg, resolve=True),
+        "settings": dataclasses.asdict(cfg),
         "languages": languages,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -50,10 +53,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return report
 
 
-def evaluate_tree(cfg: DictConfig) -> dict[str, Any]:
-    completer = TreeLSTMCompleter.from_checkpoint(cfg.ckpt_path, device=cfg.device)
+def evaluate_tokens(cfg: EvalConfig, completer: Any) -> dict[str, Any]:
+    """Hole prediction of a token completer (a TreeLSTMCompleter), beside its ablation if given."""
     ablation = cfg.holes.ablation_ckpt_path
-    ablation_completer = TreeLSTMCompleter.from_checkpoint(ablation, device=cfg.device) if ablation else None
+    ablation_completer: Any = load_completer(ablation, device=cfg.device, **cfg.completer) if ablation else None
     return {
         language: evaluate_holes(completer, ablation_completer, Path(cfg.corpus), cfg.split, language,
                                  cfg.holes.per_language, cfg.seed)
@@ -61,7 +64,8 @@ def evaluate_tree(cfg: DictConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def evaluate_char(cfg: DictConfig) -> dict[str, Any]:
+def evaluate_lines(cfg: EvalConfig, completer: Any) -> dict[str, Any]:
+    """Bits per character and line completion of a line completer (a CharLSTMCompleter) against the n-gram."""
     settings = CharEvalSettings(
         ngram_order=cfg.ngram.order,
         ngram_discount=cfg.ngram.discount,
@@ -73,7 +77,8 @@ def evaluate_char(cfg: DictConfig) -> dict[str, Any]:
         max_documents=cfg.max_documents,
         seed=cfg.seed,
     )
-    completer = CharLSTMCompleter.from_checkpoint(cfg.ckpt_path, device=cfg.device, max_context=settings.context_bytes)
+    if "max_context" not in cfg.completer:  # the model reads as much prefix as the baseline, unless told
+        completer.max_context = settings.context_bytes
     results = {
         language: evaluate_language(completer, Path(cfg.corpus), cfg.split, language, settings)
         for language in cfg.languages
@@ -81,6 +86,9 @@ def evaluate_char(cfg: DictConfig) -> dict[str, Any]:
     baseline = f"{'modified ' if settings.ngram_discount is None else ''}Kneser-Ney char {settings.ngram_order}-gram"
     return {language: {**result, "baseline_name": f"{baseline}, fit on the train split in this run"}
             for language, result in results.items()}  # fmt: skip
+
+
+_TASKS = {"line": evaluate_lines, "token": evaluate_tokens}  # a completer's task -> how it is evaluated
 
 
 def _to_tensorboard(report: dict[str, Any], log_dir: Path) -> None:
@@ -99,10 +107,8 @@ def _scalars(tree: Any, prefix: str) -> list[tuple[str, float]]:
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=120)
-    if report["family"] == TREE_FAMILY:
-        _print_holes(report, console)
-    else:
-        _print_char(report, console)
+    printer = _print_holes if report["task"] == "token" else _print_char
+    printer(report, console)
 
 
 def _print_char(report: dict[str, Any], console: Console) -> None:
@@ -138,7 +144,9 @@ def _print_holes(report: dict[str, Any], console: Console) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    report = evaluate(cfg, out_dir)
+    config = OmegaConf.to_object(cfg)  # the `hydra` node is not part of it
+    assert isinstance(config, EvalConfig)
+    report = evaluate(config, out_dir)
     print_report(report)
     log.info("metrics written to %s", out_dir / "metrics.json")
 

@@ -44,3 +44,18 @@ def fixture_corpus(fixture_cache, tmp_path_factory) -> Path:
         Recipe.from_dict(recipe()), BuildConfig(out_dir=out, cache_dir=fixture_cache, workers=1, filters=filters)
     )
     return out / "fixture"
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory, fixture_corpus) -> tuple[Path, Path]:
+    """Tiny Char-LSTM and Tree-LSTM checkpoints trained on the fixture corpus (for the plumbing of serving, not
+    for completion quality), once per session: (char, tree)."""
+    from codecomp.train import train
+    from tests.test_train import TREE_TINY, compose_train
+
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+             "test_after_fit=false"]  # fmt: skip
+    folder = tmp_path_factory.mktemp("serve-checkpoints")
+    train(compose_train(folder / "char", fixture_corpus, short))
+    train(compose_train(folder / "tree", fixture_corpus, short, TREE_TINY))
+    return folder / "char" / "checkpoints" / "last.ckpt", folder / "tree" / "checkpoints" / "last.ckpt"

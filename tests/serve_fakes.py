@@ -14,10 +14,12 @@ import httpx
 
 from codecomp.serve import protocol
 from codecomp.serve.api.app import create_app
-from codecomp.serve.api.server import ModelConfig, Server, ServerConfig
-from codecomp.serve.container.process import ContainerCore, Options
+from codecomp.serve.api.config import ModelConfig, OptionsConfig, ServerConfig
+from codecomp.serve.api.server import Server
+from codecomp.serve.container.core import ContainerCore
 from codecomp.serve.dispatch.dispatcher import BatchingConfig
 from codecomp.serve.dispatch.transport import InProcessRouter
+from codecomp.serve.protocol import WireCandidate
 from codecomp.serve.service.completion import ServiceConfig
 
 
@@ -33,8 +35,8 @@ class EchoRunner:
         self.batches.append(len(requests))
         if self.broken:
             raise RuntimeError("model exploded")
-        words = [r["prefix"].split()[-1] if r["prefix"].split() else b"" for r in requests]
-        return [[(word[::-1] + b"!", -0.5, True), (b"second", -1.5, True)][: options.k] for word in words]
+        words = [r.prefix.split()[-1] if r.prefix.split() else b"" for r in requests]
+        return [[WireCandidate(word[::-1] + b"!", -0.5), WireCandidate(b"second", -1.5)][: options.k] for word in words]
 
 
 class FakeContainer:
@@ -67,7 +69,7 @@ class FakeContainer:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             if not self.silent:
-                await self.dealer.send(self.core.hello(protocol.HEARTBEAT))
+                await self.dealer.send(self.core.hello(protocol.Heartbeat))
 
     def stop(self):
         for task in self.tasks:
@@ -77,7 +79,9 @@ class FakeContainer:
 def config(tmp_path, models=("echo",), **service):
     batching = BatchingConfig(objective_ms=20, max_batch=8, max_queue=service.pop("max_queue", 64))
     return ServerConfig(
-        models={name: ModelConfig(checkpoint="unused", options=Options(k=2), batching=batching) for name in models},
+        models={
+            name: ModelConfig(checkpoint="unused", options=OptionsConfig(k=2), batching=batching) for name in models
+        },
         heartbeat_timeout_s=0.3,
         max_body_bytes=20_000,
         store_path=str(tmp_path / "feedback.sqlite"),
@@ -100,7 +104,7 @@ async def running(cfg, containers=(("echo", "echo-0", 0.0),), token=None):
         await fake.start()
         fakes.append(fake)
     for _ in range(100):
-        if len(server.frontend.replicas) == len(fakes):
+        if len(server.dispatcher.replicas) == len(fakes):
             break
         await asyncio.sleep(0.01)
     transport = httpx.ASGITransport(app=create_app(server, manage_lifecycle=False))

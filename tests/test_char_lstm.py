@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codecomp.data.char_vocab import EOF_ID, VOCAB_SIZE, encode_document
-from codecomp.inference import CheckpointError, CompletionRequest
+from codecomp.inference import CheckpointError, CompletionOptions, CompletionRequest
 from codecomp.inference.char_lstm import CharLSTMCompleter
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
 
@@ -24,6 +24,18 @@ def test_forward_shapes():
     model = CharLSTM(CharLSTMConfig(embed_dim=8, hidden=16, layers=2))
     logits, (h, c) = model(torch.zeros(3, 5, dtype=torch.long))
     assert logits.shape == (3, 5, VOCAB_SIZE) and h.shape == c.shape == (2, 3, 16)
+
+
+def test_fused_step_matches_the_lstm():
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(embed_dim=8, hidden=16, layers=2)).eval()
+    tokens = torch.tensor([[258, 5, 9], [259, 7, 1]])
+    log_probs, state = model.encode(tokens[:, :2], torch.tensor([2, 2]))
+    torch.testing.assert_close(log_probs, torch.log_softmax(model(tokens[:, :2])[0][:, -1], -1))
+    stepped, (h, c) = model.step(tokens[:, 2], state)
+    logits, (h_ref, c_ref) = model(tokens)
+    torch.testing.assert_close(stepped, torch.log_softmax(logits[:, -1], -1), atol=1e-5, rtol=0)
+    torch.testing.assert_close((h, c), (h_ref, c_ref), atol=1e-5, rtol=0)
 
 
 def test_incremental_state_equals_encoding_from_scratch(completer):
@@ -67,8 +79,8 @@ def test_long_prefix_keeps_only_its_tail(completer):
 
 
 def test_beam_search_bounds_and_order(completer):
-    requests = [CompletionRequest(PREFIX, "javascript"), CompletionRequest(b"int x = ", "cpp")]
-    results = completer.complete(requests, k=3, beam_size=4, max_chars=5)
+    requests = [CompletionRequest(PREFIX, b"", "javascript"), CompletionRequest(b"int x = ", b"", "cpp")]
+    results = completer.complete(requests, CompletionOptions(k=3, beam=4, max_chars=5))
     assert len(results) == 2
     for candidates in results:
         assert 1 <= len(candidates) <= 3
@@ -76,9 +88,9 @@ def test_beam_search_bounds_and_order(completer):
         scores = [c.log_prob for c in candidates]
         assert scores == sorted(scores, reverse=True)
         assert len({c.text for c in candidates}) == len(candidates)
-    assert completer.complete([], k=1) == []
+    assert completer.complete([], CompletionOptions(k=1)) == []
     with pytest.raises(ValueError):
-        completer.complete(requests, k=0)
+        CompletionOptions(k=0)
 
 
 def reference_beam_search(completer, request, k, beam_size, max_chars):
@@ -112,10 +124,10 @@ def reference_beam_search(completer, request, k, beam_size, max_chars):
 
 
 def test_batched_beam_search_matches_the_reference(completer):
-    requests = [CompletionRequest(PREFIX, "javascript"), CompletionRequest(b"int x = ", "cpp"),
-                CompletionRequest(b"x", "javascript")]  # fmt: skip
+    requests = [CompletionRequest(PREFIX, b"", "javascript"), CompletionRequest(b"int x = ", b"", "cpp"),
+                CompletionRequest(b"x", b"", "javascript")]  # fmt: skip
     for k, beam_size, max_chars in [(3, 4, 6), (1, 1, 5), (2, 3, 4)]:
-        results = completer.complete(requests, k=k, beam_size=beam_size, max_chars=max_chars)
+        results = completer.complete(requests, CompletionOptions(k, beam_size, max_chars))
         for request, candidates in zip(requests, results, strict=True):
             expected = reference_beam_search(completer, request, k, beam_size, max_chars)
             assert [(c.text, c.complete) for c in candidates] == [(t, f) for t, _, f in expected]
@@ -123,19 +135,18 @@ def test_batched_beam_search_matches_the_reference(completer):
 
 
 def test_past_deadline_returns_partial_answers(completer):
-    requests = [CompletionRequest(PREFIX, "javascript")] * 4
-    results = completer.complete(requests, k=2, max_chars=80, deadline=time.monotonic() - 1)
+    requests = [CompletionRequest(PREFIX, b"", "javascript")] * 4
+    results = completer.complete(requests, CompletionOptions(k=2, max_chars=80), [time.monotonic() - 1] * 4)
     # No decoding step fits before a deadline already passed: the best so far is the empty line.
     assert [[(c.text, c.complete) for c in candidates] for candidates in results] == [[(b"", False)]] * 4
 
 
 def test_each_request_stops_at_its_own_deadline(completer):
-    requests = [CompletionRequest(PREFIX, "javascript"), CompletionRequest(b"int x = ", "cpp")]
-    late, on_time = completer.complete(
-        requests, k=2, max_chars=6, deadline=[time.monotonic() - 1, time.monotonic() + 60]
-    )
+    requests = [CompletionRequest(PREFIX, b"", "javascript"), CompletionRequest(b"int x = ", b"", "cpp")]
+    options = CompletionOptions(k=2, max_chars=6)
+    late, on_time = completer.complete(requests, options, [time.monotonic() - 1, time.monotonic() + 60])
     assert [(c.text, c.complete) for c in late] == [(b"", False)]  # stopped before its first character
-    alone = completer.complete(requests[1:], k=2, max_chars=6)[0]
+    alone = completer.complete(requests[1:], options)[0]
     assert [(c.text, c.complete) for c in on_time] == [(c.text, c.complete) for c in alone]  # the other went on
 
 
@@ -152,7 +163,9 @@ def test_learns_and_completes_a_line():
         loss.backward()
         optimizer.step()
     completer = CharLSTMCompleter(model)
-    [candidates] = completer.complete([CompletionRequest(line * 3 + b"console.l", "javascript")], k=1)
+    [candidates] = completer.complete(
+        [CompletionRequest(line * 3 + b"console.l", b"", "javascript")], CompletionOptions(k=1)
+    )
     assert candidates[0].text == b"og(hello);" and candidates[0].complete
 
 
@@ -182,5 +195,5 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         CharLSTMCompleter.from_checkpoint(foreign)
     other = tmp_path / "other.ckpt"
     torch.save({"codecomp": {"family": "tree_lstm"}}, other)
-    with pytest.raises(CheckpointError, match="tree_lstm"):
+    with pytest.raises(CheckpointError, match="holds a 'tree_lstm' model, not 'char_lstm'"):
         CharLSTMCompleter.from_checkpoint(other)

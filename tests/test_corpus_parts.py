@@ -4,7 +4,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from codecomp.data_prep.cli import CONFIG_DIR, build_config
+from codecomp import CONFIG_DIR
+from codecomp.data_prep.config import DataConfig, register_schema
 from codecomp.data_prep.dedupe import duplicate_families, keep_one_per_family
 from codecomp.data_prep.filters import FilterConfig, drop_reason, strip_licence_header
 from codecomp.data_prep.recipe import PackageSpec, Recipe, RecipeError, glob_match
@@ -72,13 +73,15 @@ def test_forks_must_share_a_split():
 
 @pytest.mark.parametrize("name", ["small", "full"])
 def test_conf_recipes_compose_and_validate(name):
+    register_schema()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="data", overrides=[f"recipe={name}"])
-    recipe = Recipe.from_dict(OmegaConf.to_container(cfg.recipe, resolve=True))
+        config = OmegaConf.to_object(compose(config_name="data", overrides=[f"recipe={name}"]))
+    assert isinstance(config, DataConfig)
+    recipe = Recipe.from_dict(config.recipe)
     splits = {p.split for p in recipe.packages} | {s for p in recipe.packages for s in p.project_splits}
     assert splits == {"train", "valid", "test"}
     assert {p.language for p in recipe.packages} == {"cpp", "javascript"}
-    assert build_config(cfg).filters.max_error_share == 0.02
+    assert config.filters.max_error_share == 0.02 and config.dedupe.near_threshold == 0.8
 
 
 def test_filters_name_their_reason():

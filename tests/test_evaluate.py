@@ -4,6 +4,7 @@ import json
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from codecomp.evaluate import CONFIG_DIR, evaluate, print_report
 from codecomp.evaluation.line_completion import common_prefix_length, line_metrics, sample_line_tasks
@@ -27,7 +28,7 @@ def eval_config(checkpoint, corpus, extra=()):
             f"ckpt_path={checkpoint}", f"corpus={corpus}", "ngram.order=3", "next_char.positions=300",
             "line_completion.positions=6", "line_completion.max_chars=12", *extra,
         ])  # fmt: skip
-    return cfg
+    return OmegaConf.to_object(cfg)  # the EvalConfig that codecomp-eval's main hands to evaluate
 
 
 def test_metrics_against_the_baseline_are_written_and_deterministic(tiny_checkpoint, fixture_corpus, tmp_path):
@@ -37,6 +38,7 @@ def test_metrics_against_the_baseline_are_written_and_deterministic(tiny_checkpo
     assert first["languages"] == second["languages"]
     written = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert written["languages"] == first["languages"] and written["split"] == "test"
+    assert (written["family"], written["task"]) == ("char_lstm", "line")
     for language in ("cpp", "javascript"):
         result = first["languages"][language]
         assert set(result["model"]) == {"bpc", "next_char_accuracy", "exact_match", "edit_similarity", "chars_saved"}
@@ -45,6 +47,11 @@ def test_metrics_against_the_baseline_are_written_and_deterministic(tiny_checkpo
         assert 0 <= result["model"]["edit_similarity"] <= 100
         assert result["counts"]["line_tasks"] == 6 and result["counts"]["files"] == 2
     print_report(first)
+
+
+def test_completer_settings_reach_the_completer(tiny_checkpoint, fixture_corpus, tmp_path):
+    with pytest.raises(TypeError, match="window_bytes"):  # a Tree-LSTM setting given to a Char-LSTM
+        evaluate(eval_config(tiny_checkpoint, fixture_corpus, ["+completer.window_bytes=64"]), tmp_path / "out")
 
 
 def test_missing_checkpoint_is_a_clear_error(fixture_corpus, tmp_path):
@@ -81,7 +88,7 @@ def test_hole_metrics_against_baselines_and_ablation(tiny_tree_checkpoints, fixt
     model, ablation = tiny_tree_checkpoints
     cfg = eval_config(model, fixture_corpus, [f"holes.ablation_ckpt_path={ablation}", "holes.per_language=12"])
     report = evaluate(cfg, tmp_path / "holes")
-    assert report["family"] == "tree_lstm"
+    assert (report["family"], report["task"]) == ("tree_lstm", "token")
     assert evaluate(cfg, tmp_path / "again")["languages"] == report["languages"]  # deterministic
     for language in ("cpp", "javascript"):
         result = report["languages"][language]

@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from codecomp.serve.api.server import ModelConfig, ServerConfig
-from codecomp.serve.container.process import Options
+from codecomp.serve.api.config import ModelConfig, OptionsConfig, ServerConfig
+from codecomp.serve.protocol import Options
 from codecomp.serve.service.completion import ServiceConfig
 from codecomp.serve.service.feedback import FeedbackStore
 from tests.serve_fakes import body, config, running
@@ -143,23 +143,29 @@ def test_health_models_metrics_and_openapi(tmp_path):
 
 
 def test_conf_serve_yaml_sets_every_setting():
-    """Every setting can be overridden from the command line only if conf/serve.yaml names it."""
+    """Every setting can be found in conf/serve.yaml, and the yaml composes to the typed ServerConfig."""
     import dataclasses as dc
+    from pathlib import Path
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from codecomp.serve.api.cli import CONFIG_DIR
+    from codecomp import CONFIG_DIR
+    from codecomp.serve.api.config import register_schema
     from codecomp.serve.dispatch.dispatcher import BatchingConfig
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        raw = OmegaConf.to_container(compose(config_name="serve"), resolve=True)
-    raw.pop("hydra", None)
+    # The schema fills in what the yaml leaves out, so the file itself is read to see what it names.
+    raw = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "serve.yaml"))
+    del raw["hydra"], raw["defaults"]
     names = lambda cls: {f.name for f in dc.fields(cls)}  # noqa: E731
     assert set(raw) == names(ServerConfig)
     assert set(raw["service"]) == names(ServiceConfig)
     for model in raw["models"].values():
         assert set(model) == names(ModelConfig)
-        assert set(model["batching"]) == names(BatchingConfig) and set(model["options"]) == names(Options)
-    config = ServerConfig.from_dict(raw)
+        assert set(model["batching"]) == names(BatchingConfig) and set(model["options"]) == names(OptionsConfig)
+    assert names(OptionsConfig) == set(Options.__struct_fields__)  # the server converts one to the other
+    register_schema()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = OmegaConf.to_object(compose(config_name="serve"))
+    assert isinstance(config, ServerConfig) and isinstance(config.models["char"].options, OptionsConfig)
     assert config.models["tree"].trigger == "token" and config.service.objective_ms == 50

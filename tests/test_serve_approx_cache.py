@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from codecomp.serve.service.approx_cache import ApproximateCache, jaccard, tokenize
+from codecomp.serve.service.approx_cache import ApproximateCache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,13 +22,6 @@ def _context(n_lines: int = 12, changed: int | None = None, stem: str = "foo") -
 
 
 LINE = b"  return x"
-
-
-def test_tokenize() -> None:
-    assert tokenize(b"foo_1 = $bar(2.5);\n  x+=1") == b"foo_1 = $bar ( 2 . 5 ) ; x + = 1".split()
-    assert tokenize(b"abc def", 1, 5) == [b"bc", b"d"]
-    assert jaccard(frozenset({1, 2}), frozenset({2, 3})) == pytest.approx(1 / 3)
-    assert jaccard(frozenset(), frozenset()) == 1.0
 
 
 def test_identical_context_hits_with_similarity_one() -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key, digest
+from codecomp.serve.protocol import WireCandidate
+from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key
+from codecomp.text.digest import digest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,10 +270,10 @@ def test_cancelling_every_caller_cancels_the_computation() -> None:
 def test_typed_through_answers_the_rest_of_a_candidate_only_for_the_same_context() -> None:
     cache = TypedThroughCache(sessions=2, max_typed=4)
     prefix, suffix = b"const total = comp", b"\n}\n"
-    candidates = [(b"uteTotal(items);", -0.5, True), (b"are(a, b);", -1.0, True)]
+    candidates = [WireCandidate(b"uteTotal(items);", -0.5, True), WireCandidate(b"are(a, b);", -1.0, True)]
     cache.store("ada", "char", len(prefix), digest((prefix,)), digest((suffix,)), candidates)
     same_suffix = digest((suffix,))
-    assert cache.lookup("ada", "char", prefix + b"ute", same_suffix) == [(b"Total(items);", -0.5, True)]
+    assert cache.lookup("ada", "char", prefix + b"ute", same_suffix) == [WireCandidate(b"Total(items);", -0.5, True)]
     assert cache.lookup("ada", "char", prefix + b"x", same_suffix) is None  # typed what no candidate says
     assert cache.lookup("ada", "char", prefix, same_suffix) is None  # nothing typed since
     assert cache.lookup("ada", "char", prefix + b"uteT", digest((b"\n",))) is None  # the code below changed

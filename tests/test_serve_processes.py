@@ -14,18 +14,8 @@ import httpx
 import pytest
 
 from benchmarks.loadgen.launch import ServerProcess
-from codecomp.train import train
-from tests.test_train import TREE_TINY, compose_train
 
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test_after_fit=false"]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, fixture_corpus):
-    folder = tmp_path_factory.mktemp("serve-checkpoints")
-    train(compose_train(folder / "char", fixture_corpus, SHORT))
-    train(compose_train(folder / "tree", fixture_corpus, SHORT, TREE_TINY))
-    return folder / "char" / "checkpoints" / "last.ckpt", folder / "tree" / "checkpoints" / "last.ckpt"
+# `checkpoints` (tiny models trained on the fixture corpus) comes from conftest.py, shared with test_lsp_neovim.py.
 
 
 def overrides(tmp_path, char, tree):

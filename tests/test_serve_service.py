@@ -4,8 +4,10 @@ bad container messages and overload."""
 import asyncio
 import time
 
+import msgpack
+
 from codecomp.serve import protocol
-from codecomp.serve.api.server import ModelConfig
+from codecomp.serve.api.config import ModelConfig
 from tests.serve_fakes import EchoRunner, FakeContainer, body, config, running
 
 
@@ -104,7 +106,7 @@ def test_a_hung_replica_is_dropped_and_its_batch_goes_to_another(tmp_path):
             responses = await asyncio.gather(
                 *(run.client.post("/v1/completions", json=body(prefix=f"p{i}")) for i in range(6))
             )
-            return [r.json()["models"]["echo"] for r in responses], sorted(run.server.frontend.replicas)
+            return [r.json()["models"]["echo"] for r in responses], sorted(run.server.dispatcher.replicas)
 
     statuses, replicas = asyncio.run(scenario())
     assert statuses == ["ok"] * 6  # what went to the hung replica was retried on the live one in time
@@ -201,8 +203,8 @@ def test_requests_that_could_not_be_served_in_time_are_refused_up_front(tmp_path
     async def scenario():
         cfg = config(tmp_path, cache_bytes=0, approx_entries=0, max_queue=64, objective_ms=300.0)
         async with running(cfg, containers=[("echo", "e", 0.1)]) as run:
-            run.server.frontend.replicas[b"e"].batch_latency_s = 0.1  # as measured: 10 requests a second
-            run.server.frontend.replicas[b"e"].aimd.fixed = True  # one at a time
+            run.server.dispatcher.replicas[b"e"].batch_latency_s = 0.1  # as measured: 10 requests a second
+            run.server.dispatcher.replicas[b"e"].aimd.fixed = True  # one at a time
             started = time.monotonic()
             responses = await asyncio.gather(
                 *(run.client.post("/v1/completions", json=body(prefix=f"r{i}")) for i in range(10))
@@ -222,17 +224,20 @@ def test_bad_container_messages_are_dropped_and_the_frontend_keeps_serving(tmp_p
     async def scenario():
         async with running(config(tmp_path)) as run:
             rogue = run.server.transport.connect(b"rogue")
-            await rogue.send(protocol.pack(protocol.HELLO, model="echo"))  # no family, no version
-            await rogue.send(protocol.pack(protocol.HELLO, model=["echo"], family="f", version="v1"))
-            await rogue.send(protocol.pack(protocol.HELLO, model="echo", family="fake", version="v2"))  # other version
-            await rogue.send(protocol.pack(protocol.RESULT, batch=[1], results=[]))
+            await rogue.send(msgpack.packb({"v": 1, "type": "hello", "model": "echo"}))  # no family, no version
+            await rogue.send(msgpack.packb({"v": 1, "type": "hello", "model": ["echo"], "family": "f", "version": "v1",
+                                            "pid": 1, "host": "h"}))  # fmt: skip
+            hello = protocol.Hello(model="echo", family="fake", version="v2", pid=1, host="h")  # another version
+            await rogue.send(protocol.pack(hello))
+            await rogue.send(protocol.pack(protocol.Hello(model="nope", family="fake", version="v1", pid=1, host="h")))
+            await rogue.send(msgpack.packb({"v": 1, "type": "result", "batch": [1], "results": []}))
             await rogue.send(b"\xc1 not msgpack")
             await asyncio.sleep(0.05)
             answer = (await run.client.post("/v1/completions", json=body())).json()
             late_joiner = FakeContainer(run.server.transport, b"echo-1", "echo", EchoRunner())
             await late_joiner.start()
             await asyncio.sleep(0.05)
-            replicas = sorted(run.server.frontend.replicas)
+            replicas = sorted(run.server.dispatcher.replicas)
             late_joiner.stop()
             return answer, replicas
 

@@ -10,8 +10,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from codecomp.inference.char_lstm import CharLSTMCompleter
-from codecomp.inference.types import CompletionRequest
+from codecomp.checkpoint import SCHEMA_VERSION
+from codecomp.inference import CompletionOptions, CompletionRequest
+from codecomp.inference.families import load_completer
 from codecomp.train import CONFIG_DIR, train
 
 TINY = ["model.hidden=16", "model.module.embed_dim=8", "model.datamodule.seq_len=32", "model.datamodule.batch_size=4"]
@@ -59,8 +60,11 @@ def test_checkpoint_describes_itself_and_training_resumes(tmp_path, fixture_corp
     assert checkpoint["codecomp"]["model_config"]["hidden"] == 16
     assert checkpoint["codecomp"]["languages"] == ["cpp", "javascript"]
     assert set(checkpoint["codecomp"]["grammars"]) == {"tree-sitter", "cpp", "javascript"}
-    completer = CharLSTMCompleter.from_checkpoint(last)
-    assert completer.complete([CompletionRequest(b"var x = ", "javascript")], k=1, max_chars=4)[0]
+    assert checkpoint["codecomp"]["schema"] == SCHEMA_VERSION
+    completer = load_completer(last)  # the family the module wrote names the completer
+    assert completer.family == "char_lstm"
+    [candidates] = completer.complete([CompletionRequest(b"var x = ", b"", "javascript")], CompletionOptions(k=1))
+    assert candidates
 
     train(compose_train(tmp_path, fixture_corpus, [*overrides, "trainer.max_epochs=2"]))
     assert torch.load(last, weights_only=True)["global_step"] == 6  # continued from step 3, not from 0

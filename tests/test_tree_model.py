@@ -7,8 +7,10 @@ import torch
 from codecomp.data.holes import DEFAULT_TARGET_KINDS, collate_holes, make_holes, sample_holes, target_leaves
 from codecomp.data.tree_vocab import TreeVocab
 from codecomp.data.vocab import KIND_SPECIALS, VALUE_SPECIALS, Vocabulary
-from codecomp.inference.tree_lstm import HoleModel, HoleRequest, TreeLSTMCompleter, rank_holes
+from codecomp.inference.completer import CompletionOptions, CompletionRequest
+from codecomp.inference.tree_lstm import HoleRequest, TreeLSTMCompleter, window
 from codecomp.models.components.hole_head import target_probability
+from codecomp.models.components.hole_model import HoleModel, rank_holes
 from codecomp.parsing import parse
 
 
@@ -92,13 +94,44 @@ def test_completer_places_the_hole_at_the_cursor(vocab):
     middle = b"var counter = 1;\nprint(counter);"
     example, partial = completer.hole_example(HoleRequest(middle, middle.index(b"nter);"), "javascript"))
     assert partial == b"cou"  # the rest of the word under the cursor is replaced too
-    [candidates] = completer.complete([HoleRequest(document, len(document), "javascript")], k=5)
+    [candidates] = completer.complete_holes([HoleRequest(document, len(document), "javascript")], k=5)
     assert candidates and all(c.text.startswith(b"cou") for c in candidates)
     assert [c.text for c in candidates] == [b"counter"]  # the only name in reach starting with "cou"
     with pytest.raises(ValueError, match="outside the document"):
         completer.hole_example(HoleRequest(document, len(document) + 1, "javascript"))
     with pytest.raises(ValueError, match="identifier"):
         completer.hole_example(HoleRequest(b'var s = "in a string', 15, "javascript"))
+
+
+FILE = b"function add(a, b) {\n  return a + b;\n}\nconst total = add(1, 2);\n"
+
+
+def test_complete_offers_the_rest_of_the_token_and_nothing_inside_strings(vocab):
+    completer = TreeLSTMCompleter(HoleModel(len(vocab.kinds), len(vocab.values), 8, 8, 8, False), vocab,
+                                  DEFAULT_TARGET_KINDS, window_bytes=4096)  # fmt: skip
+    requests = [CompletionRequest(FILE + b"print(tot", b")", "javascript"),
+                CompletionRequest(b'const s = "in a', b' string";\n', "javascript"),
+                CompletionRequest(FILE + b"print(total", b"", "javascript")]  # fmt: skip
+    found, in_string, typed = completer.complete(requests, CompletionOptions(k=3))
+    assert [(c.text, c.complete) for c in found] == [(b"al", True)]  # "total": the only name in reach with "tot"
+    assert in_string == []
+    assert typed == []  # all of "total" is typed: nothing left to insert
+
+
+def test_the_window_is_whole_lines_around_the_cursor(vocab):
+    before, after = window(b"line one\nline two\nline three", b" end\nmore\nand more\nlast", 16)
+    assert before == b"line three"  # cut to the last 16 bytes, then to the next line start
+    assert after == b" end\n"  # cut to 8 bytes, then back to a line end
+    assert window(b"short", b"tail", 16) == (b"short", b"tail")
+    completer = TreeLSTMCompleter(HoleModel(len(vocab.kinds), len(vocab.values), 8, 8, 8, False), vocab,
+                                  DEFAULT_TARGET_KINDS, window_bytes=24)  # fmt: skip
+    far = b"var counter = 1;\n" + b"// padding\n" * 4 + b"print(cou"  # the declaration is out of the window
+    example, partial = completer.hole_example(HoleRequest(far, len(far), "javascript"))
+    assert partial == b"cou" and "counter" not in [example.tree.value(i) for i in range(len(example.tree))]
+    request = CompletionRequest(far, b"", "javascript")
+    assert completer.complete([request], CompletionOptions(k=3)) == [[]]
+    completer.window_bytes = None  # the whole document: the declaration is in reach again
+    assert [c.text for c in completer.complete([request], CompletionOptions(k=3))[0]] == [b"nter"]
 
 
 def test_learns_to_copy_names_it_has_never_seen():
@@ -129,5 +162,5 @@ def test_learns_to_copy_names_it_has_never_seen():
     batch = collate_holes([example() for _ in range(50)], vocab, DEFAULT_TARGET_KINDS)
     with torch.no_grad():
         ranked = rank_holes(model.eval()(batch), batch, vocab, k=1)
-    accuracy = np.mean([c[0].text.decode() == t for c, t in zip(ranked, batch.targets, strict=True)])
+    accuracy = np.mean([c[0][0] == t for c, t in zip(ranked, batch.targets, strict=True)])
     assert accuracy > 0.9  # chance is 1/2 (the two declared names; `print` is in the vocabulary)

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from codecomp.data.tree_vocab import TreeVocab
 from codecomp.data.tree_batch import TreeBatch
+from codecomp.data.tree_vocab import TreeVocab
 from codecomp.parsing import CodeTree, kind_names
 from codecomp.parsing.codetree import HOLE
 

@@ -76,7 +76,9 @@ class TextShard:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.files = json.loads((self.folder / "files.json").read_text())
-        self.text = np.memmap(self.folder / "text.bin", dtype=np.uint8, mode="r") if self._size() else np.zeros(0, np.uint8)
+        self.text = (
+            np.memmap(self.folder / "text.bin", dtype=np.uint8, mode="r") if self._size() else np.zeros(0, np.uint8)
+        )
 
     def _size(self) -> int:
         return (self.folder / "text.bin").stat().st_size

@@ -72,7 +72,7 @@ class TreeVocab:
         HOLE for holes, EMPTY for everything else."""
         kind_ids = self._kind_lookup(tree.language)[tree.kinds]
         n = len(tree.value_table)
-        table_ids = np.array(self.values.ids(tree.value_table) + [self.empty_id, self.hole_id], dtype=np.int64)
+        table_ids = np.array([*self.values.ids(tree.value_table), self.empty_id, self.hole_id], dtype=np.int64)
         # tree.values is an index into value_table, NO_VALUE (-1) for inner nodes, HOLE (-2) for holes
         value_ids = table_ids[np.where(tree.values >= 0, tree.values, np.where(tree.values == -1, n, n + 1))]
         comment = self.kinds.id(f"{tree.language}/comment")

@@ -27,7 +27,11 @@ class Vocabulary:
 
     @classmethod
     def from_counts(
-        cls, counts: Mapping[str, int], max_size: int, min_frequency: int = 1, specials: tuple[str, ...] = VALUE_SPECIALS
+        cls,
+        counts: Mapping[str, int],
+        max_size: int,
+        min_frequency: int = 1,
+        specials: tuple[str, ...] = VALUE_SPECIALS,
     ) -> Vocabulary:
         """The `max_size` most frequent words (specials included) seen at least `min_frequency` times.
 
@@ -35,7 +39,9 @@ class Vocabulary:
         """
         if UNK not in specials:
             raise ValueError(f"specials must include {UNK}")
-        ranked = sorted((word for word, count in counts.items() if count >= min_frequency), key=lambda w: (-counts[w], w))
+        ranked = sorted(
+            (word for word, count in counts.items() if count >= min_frequency), key=lambda w: (-counts[w], w)
+        )
         words = list(specials) + [word for word in ranked if word not in specials]
         tokenizer = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words[:max_size])}, unk_token=UNK))
         return cls(tokenizer)

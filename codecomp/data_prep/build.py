@@ -37,18 +37,29 @@ EXACT_DUPLICATE, NEAR_DUPLICATE = "exact_duplicate", "near_duplicate"
 PARSE_FAILED, PARSE_ERRORS, TOO_DEEP = "parse_failed", "parse_errors", "too_deep"
 
 
-@dataclasses.dataclass(frozen=True)
-class BuildConfig:
-    """Settings of a build besides the recipe (conf/data.yaml)."""
+# Not frozen, these config classes: OmegaConf makes a frozen schema read-only, refusing the yaml.
+@dataclasses.dataclass
+class DedupeConfig:
+    near_threshold: float = 0.8  # token-set Jaccard at which two files count as near duplicates
+    min_tokens: int = 20  # smaller files take part in exact de-duplication only
 
-    out_dir: Path
-    cache_dir: Path
-    workers: int = 2
+
+@dataclasses.dataclass
+class VocabConfig:
+    max_values: int = 20000  # leaf-value vocabulary size, special tokens included
+    min_frequency: int = 2
+
+
+@dataclasses.dataclass
+class BuildConfig:
+    """Settings of a build besides the recipe (conf/data.yaml, which nests them the same way)."""
+
+    out_dir: Path  # the corpus goes to out_dir/<recipe name>/
+    cache_dir: Path  # fetched archives
+    workers: int = 2  # parser processes
     filters: FilterConfig = dataclasses.field(default_factory=FilterConfig)
-    near_duplicate_threshold: float = 0.8
-    near_duplicate_min_tokens: int = 20
-    vocab_max_values: int = 20000
-    vocab_min_frequency: int = 2
+    dedupe: DedupeConfig = dataclasses.field(default_factory=DedupeConfig)
+    vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +94,7 @@ def build_corpus(recipe: Recipe, config: BuildConfig) -> dict:
             write_text_shard(folder, [ShardFile(files[i].path, files[i].project, files[i].text) for i in members])
             with_tree = [position for position, i in enumerate(members) if trees[i] is not None]
             write_tree_shard(folder, language, [trees[members[p]] for p in with_tree], with_tree)  # type: ignore[misc]
-        vocab_report = build_vocabularies(scratch, config.vocab_max_values, config.vocab_min_frequency)
+        vocab_report = build_vocabularies(scratch, config.vocab.max_values, config.vocab.min_frequency)
         manifest = {
             "recipe": recipe.name,
             "grammars": grammar_versions(),
@@ -138,7 +149,7 @@ def _filtered_files(
 def _deduplicated(files: list[CorpusFile], config: BuildConfig, drops: dict[str, Counter[str]]) -> list[CorpusFile]:
     """Keep one file per (near-)duplicate family, preferring the most held-out split."""
     families = dedupe.duplicate_families(
-        [f.text for f in files], config.near_duplicate_threshold, config.near_duplicate_min_tokens
+        [f.text for f in files], config.dedupe.near_threshold, config.dedupe.min_tokens
     )
     rank = {"test": 0, "valid": 1, "train": 2}
     duplicate_of = dedupe.keep_one_per_family(families, [rank[f.split] for f in files])

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zlib
-from collections import defaultdict
 from collections.abc import Sequence
 
-import numpy as np
+from codecomp.text.minhash import MinHasher, jaccard
+from codecomp.text.tokens import DEDUPE_TOKEN
 
-_TOKEN = re.compile(rb"[A-Za-z_$][A-Za-z0-9_$]*|\d[\w.]*|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'")
 _WHITESPACE = re.compile(rb"\s+")
 _BANDS, _ROWS = 20, 5  # 100 hashes; pairs at Jaccard 0.8 become candidates with probability 0.9996
 
@@ -27,11 +25,8 @@ def exact_key(data: bytes) -> str:
 
 
 def token_set(data: bytes) -> frozenset[bytes]:
-    return frozenset(_TOKEN.findall(data))
-
-
-def jaccard(a: frozenset[bytes], b: frozenset[bytes]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+    """The distinct names, numbers and string literals of `data` (`DEDUPE_TOKEN`)."""
+    return frozenset(DEDUPE_TOKEN.findall(data))
 
 
 class _UnionFind:
@@ -50,12 +45,6 @@ class _UnionFind:
             self.parent[max(root_i, root_j)] = min(root_i, root_j)
 
 
-def _minhash(tokens: frozenset[bytes], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    hashes = np.fromiter((zlib.crc32(token) for token in tokens), dtype=np.uint64, count=len(tokens))
-    # Multiply-shift hashing: (a * h + b) mod 2^64, top 32 bits; one random permutation per row.
-    return ((np.outer(a, hashes) + b[:, None]) >> np.uint64(32)).min(axis=1)
-
-
 def duplicate_families(
     contents: Sequence[bytes], threshold: float = 0.8, min_tokens: int = 20, seed: int = 0
 ) -> list[int]:
@@ -69,25 +58,16 @@ def duplicate_families(
     for index, data in enumerate(contents):
         families.union(first_with_key.setdefault(exact_key(data), index), index)
 
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 1 << 63, size=_BANDS * _ROWS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    b = rng.integers(0, 1 << 63, size=_BANDS * _ROWS, dtype=np.uint64)
     tokens = [token_set(data) for data in contents]
-    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
-    for index, token_set_ in enumerate(tokens):
-        if len(token_set_) < min_tokens or families.find(index) != index:
-            continue  # exact copies share their representative's signature
-        signature = _minhash(token_set_, a, b).reshape(_BANDS, _ROWS)
-        for band in range(_BANDS):
-            buckets[(band, signature[band].tobytes())].append(index)
-    checked: set[tuple[int, int]] = set()
-    for members in buckets.values():
-        for position, i in enumerate(members):
-            for j in members[position + 1 :]:
-                if (i, j) not in checked:
-                    checked.add((i, j))
-                    if families.find(i) != families.find(j) and jaccard(tokens[i], tokens[j]) >= threshold:
-                        families.union(i, j)
+    # Exact copies share their representative's signature, so only representatives are hashed.
+    eligible = (
+        (index, token_set_)
+        for index, token_set_ in enumerate(tokens)
+        if len(token_set_) >= min_tokens and families.find(index) == index
+    )
+    for i, j in MinHasher(_BANDS, _ROWS, seed).candidate_pairs(eligible):
+        if families.find(i) != families.find(j) and jaccard(tokens[i], tokens[j]) >= threshold:
+            families.union(i, j)
     return [families.find(index) for index in range(len(contents))]
 
 

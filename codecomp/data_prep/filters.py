@@ -19,7 +19,7 @@ MINIFIED = "minified"
 NOT_COMPILABLE = "not_compilable"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass  # not frozen: OmegaConf makes a frozen schema read-only, refusing the yaml
 class FilterConfig:
     """Bounds and markers of the filters (the `filters` node of conf/data.yaml)."""
 
@@ -28,9 +28,15 @@ class FilterConfig:
     max_mean_line_chars: float = 200.0
     max_error_share: float = 0.02
     max_tree_depth: int = 1000
-    generated_paths: tuple[str, ...] = ("**/dist/**", "**/build/**", "**/min/**", "**/*.min.js", "**/*.d.ts")
-    generated_markers: tuple[str, ...] = ("_interopRequireDefault", "@generated", "DO NOT EDIT")
-    not_compilable_markers: tuple[str, ...] = ("dg-error", "dg-excess-errors", "dg-bogus")
+    generated_paths: list[str] = dataclasses.field(
+        default_factory=lambda: ["**/dist/**", "**/build/**", "**/min/**", "**/*.min.js", "**/*.d.ts"]
+    )
+    generated_markers: list[str] = dataclasses.field(
+        default_factory=lambda: ["_interopRequireDefault", "@generated", "DO NOT EDIT"]
+    )
+    not_compilable_markers: list[str] = dataclasses.field(
+        default_factory=lambda: ["dg-error", "dg-excess-errors", "dg-bogus"]
+    )  # libstdc++ tests meant to fail
 
 
 # A leading comment (block or run of line comments) and the blank lines around it.

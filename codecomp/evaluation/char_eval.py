@@ -13,7 +13,7 @@ import numpy as np
 from codecomp.data.shards import TextShard
 from codecomp.evaluation.line_completion import LineTask, line_metrics, sample_line_tasks
 from codecomp.inference.char_lstm import CharLSTMCompleter
-from codecomp.inference.types import CompletionRequest
+from codecomp.inference.completer import CompletionOptions, CompletionRequest
 from codecomp.models.ngram import CharNGram, complete_line
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,10 @@ def _complete_with_model(
     completer: CharLSTMCompleter, tasks: Sequence[LineTask], language: str, settings: CharEvalSettings, batch: int = 32
 ) -> list[bytes]:
     out = []
+    options = CompletionOptions(k=1, beam=settings.beam_size, max_chars=settings.max_chars)
     for start in range(0, len(tasks), batch):
-        requests = [CompletionRequest(t.prefix, language) for t in tasks[start : start + batch]]
-        for candidates in completer.complete(requests, k=1, beam_size=settings.beam_size, max_chars=settings.max_chars):
+        requests = [CompletionRequest(t.prefix, b"", language) for t in tasks[start : start + batch]]
+        for candidates in completer.complete(requests, options):
             out.append(candidates[0].text if candidates else b"")
     return out
 

@@ -104,7 +104,7 @@ def summarise(per_hole: dict[str, list[float]], holes: Sequence[EvalHole]) -> di
 def model_rankings(completer: TreeLSTMCompleter, requests: Sequence[HoleRequest], batch: int = 16) -> list[list[str]]:
     out: list[list[str]] = []
     for start in range(0, len(requests), batch):
-        for candidates in completer.complete(requests[start : start + batch], k=RANK_CUTOFF):
+        for candidates in completer.complete_holes(requests[start : start + batch], k=RANK_CUTOFF):
             out.append([c.text.decode("utf-8", "replace") for c in candidates])
     return out
 

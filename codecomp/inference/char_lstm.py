@@ -7,18 +7,20 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
+from torch.nn.utils.rnn import pad_sequence
 
-from codecomp.checkpoint import load_checkpoint, model_state
+from codecomp.checkpoint import LoadedCheckpoint, load
 from codecomp.data.char_vocab import EOF_ID, PAD_ID, encode_document
-from codecomp.inference.types import Candidate, CompletionRequest
-from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig, LSTMState
+from codecomp.inference.completer import Candidate, CompletionOptions, CompletionRequest
+from codecomp.inference.prefix_states import PrefixStateCache
+from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
 
-FAMILY = "char_lstm"
 _NEWLINE = ord("\n")
+_DEFAULT_OPTIONS = CompletionOptions()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,21 +44,39 @@ class CharLSTMCompleter:
 
     Args:
         model: the trained network (put in eval mode here).
-        max_context: bytes of prefix read when no state is given; longer prefixes keep their tail.
+        max_context: bytes of prefix read afresh; a longer prefix keeps its tail (read without the
+            file start). A session's cached state further behind than this is read afresh too.
+        device: where the model runs.
+        sessions, per_session: the prefix-state cache: sessions kept, and states kept per session.
     """
 
-    def __init__(self, model: CharLSTM, max_context: int = 4096, device: str | torch.device = "cpu") -> None:
+    family: ClassVar[str] = "char_lstm"
+    task: ClassVar[str] = "line"
+
+    def __init__(
+        self,
+        model: CharLSTM,
+        max_context: int = 4096,
+        device: str | torch.device = "cpu",
+        sessions: int = 1024,
+        per_session: int = 8,
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.max_context = max_context
-        self._cell_weights: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self.prefix_states: PrefixStateCache[CharState] = PrefixStateCache(sessions, per_session)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> CharLSTMCompleter:  # type: ignore[no-untyped-def]
-        checkpoint = load_checkpoint(path, FAMILY, device)
-        model = CharLSTM(CharLSTMConfig(**checkpoint["codecomp"]["model_config"]))
-        model.load_state_dict(model_state(checkpoint))
-        return cls(model, device=device, **kwargs)
+    def from_checkpoint(
+        cls, checkpoint: LoadedCheckpoint | str | Path, device: str | torch.device = "cpu", **settings: Any
+    ) -> CharLSTMCompleter:
+        """The completer of a Char-LSTM checkpoint (already loaded, or a path); `settings`: `max_context`,
+        `sessions`, `per_session`."""
+        loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load(checkpoint)
+        loaded.expect_family(cls.family)
+        model = CharLSTM(CharLSTMConfig(**loaded.description.model_config))
+        model.load_state_dict(loaded.state)
+        return cls(model, device=device, **settings)
 
     # -- reading text ------------------------------------------------------------------------------
 
@@ -72,11 +92,8 @@ class CharLSTMCompleter:
                 sequences.append(torch.from_numpy(encode_document(prefix, language)[:-1]))  # no end of file
             else:
                 sequences.append(torch.frombuffer(bytearray(prefix[-self.max_context :]), dtype=torch.uint8).long())
-        lengths = torch.tensor([len(s) for s in sequences])
-        tokens = pad_sequence(sequences, batch_first=True, padding_value=PAD_ID).to(self.device)
-        packed = pack_padded_sequence(self.model.embed(tokens), lengths, batch_first=True, enforce_sorted=False)
-        _, (h, c) = self.model.lstm(packed)  # final states of each sequence, padding not read
-        log_probs = torch.log_softmax(self.model.head(h[-1]), dim=-1)  # (B, V)
+        tokens = pad_sequence(sequences, batch_first=True, padding_value=PAD_ID).to(self.device)  # (B, T)
+        log_probs, (h, c) = self.model.encode(tokens, torch.tensor([len(s) for s in sequences]))
         return [CharState(h[:, i], c[:, i], log_probs[i], len(p)) for i, p in enumerate(prefixes)]
 
     @torch.inference_mode()
@@ -92,79 +109,81 @@ class CharLSTMCompleter:
         if not rows:
             return advanced
         sequences = [torch.frombuffer(bytearray(texts[i]), dtype=torch.uint8).long() for i in rows]
-        lengths = torch.tensor([len(s) for s in sequences])
         tokens = pad_sequence(sequences, batch_first=True, padding_value=PAD_ID).to(self.device)  # (B, T)
-        packed = pack_padded_sequence(self.model.embed(tokens), lengths, batch_first=True, enforce_sorted=False)
         start = (torch.stack([states[i].h for i in rows], 1), torch.stack([states[i].c for i in rows], 1))
-        _, (h, c) = self.model.lstm(packed, start)  # (layers, B, H) each, in the order of `rows`
-        log_probs = torch.log_softmax(self.model.head(h[-1]), dim=-1)  # (B, V)
-        for j, i in enumerate(rows):
+        log_probs, (h, c) = self.model.encode(tokens, torch.tensor([len(s) for s in sequences]), start)
+        for j, i in enumerate(rows):  # (layers, B, H) each, in the order of `rows`
             advanced[i] = CharState(h[:, j], c[:, j], log_probs[j], states[i].length + len(texts[i]))
         return advanced
 
+    @torch.inference_mode()
+    def read(self, requests: Sequence[CompletionRequest]) -> list[CharState]:
+        """Each request's prefix read. A request with a session resumes from the state of the longest
+        prefix its session read lately (one more keystroke: one more byte), and that session keeps
+        the new state; the others are read afresh, all in batched passes."""
+        resumed = [
+            self.prefix_states.lookup(r.session, r.prefix, self.max_context) if r.session else None for r in requests
+        ]
+        fresh = [i for i, hit in enumerate(resumed) if hit is None]
+        warm = [(i, hit) for i, hit in enumerate(resumed) if hit is not None]
+        states: list[CharState | None] = [None] * len(requests)
+        encoded = self.encode([requests[i].prefix for i in fresh], [requests[i].language for i in fresh])
+        for i, state in zip(fresh, encoded, strict=True):
+            states[i] = state
+        advanced = self.advance_many([hit[0] for _, hit in warm], [hit[1] for _, hit in warm])
+        for (i, _), state in zip(warm, advanced, strict=True):
+            states[i] = state
+        done = [state for state in states if state is not None]  # every one, now
+        for request, state in zip(requests, done, strict=True):
+            if request.session:
+                self.prefix_states.store(request.session, request.prefix, state)
+        return done
+
     # -- completing lines --------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def complete(
         self,
         requests: Sequence[CompletionRequest],
-        k: int = 3,
-        beam_size: int = 4,
-        max_chars: int = 80,
-        deadline: float | Sequence[float] | None = None,
-        states: Sequence[CharState] | None = None,
+        options: CompletionOptions = _DEFAULT_OPTIONS,
+        deadlines: Sequence[float] | None = None,
     ) -> list[list[Candidate]]:
-        """Top-k completions of the rest of the line at each request's cursor, best first.
-
-        All requests' beams advance together, one batched forward pass per character. A completion
-        ends at a newline or the end of file (neither is part of its text) or after `max_chars`.
-
-        Args:
-            deadline: a `time.monotonic()` instant, or one per request; when a request's passes, its
-                best hypotheses so far are its answer, unfinished ones marked `complete=False`
-                (anytime decoding), and the others decode on without it.
-            states: the requests' prefixes already read (from `encode`/`advance`), to skip reading.
-        """
-        if k < 1 or beam_size < 1 or max_chars < 1:
-            raise ValueError("k, beam_size and max_chars must be positive")
+        """Top-k completions of the rest of the line at each request's cursor, best first (the
+        suffix is not read). See `decode`; `read` says how prefixes are read."""
         if not requests:
             return []
-        if states is None:
-            states = self.encode([r.prefix for r in requests], [r.language for r in requests])
-        beams = _Beams(states, beam_size, k)
-        deadlines = None if deadline is None else torch.tensor(
-            [deadline] * len(requests) if isinstance(deadline, float | int) else list(deadline), dtype=torch.float64
-        )  # fmt: skip
-        for _ in range(max_chars):
-            if deadlines is not None:
-                beams.retire(deadlines[beams.request] <= time.monotonic())
+        return self.decode(self.read(requests), options, deadlines)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        states: Sequence[CharState],
+        options: CompletionOptions = _DEFAULT_OPTIONS,
+        deadlines: Sequence[float] | None = None,
+    ) -> list[list[Candidate]]:
+        """Beam search from prefixes already read (`encode`, `advance`, `read`), best first.
+
+        All requests' beams advance together, one batched forward pass per byte. A completion ends
+        at a newline or the end of file (neither is part of its text) or after `options.max_chars`.
+
+        Args:
+            deadlines: per request, a `time.monotonic()` instant; when a request's passes, its best
+                hypotheses so far are its answer, unfinished ones marked `complete=False` (anytime
+                decoding), and the others decode on without it.
+        """
+        if not states:
+            return []
+        if deadlines is not None and len(deadlines) != len(states):
+            raise ValueError(f"{len(deadlines)} deadlines for {len(states)} requests")
+        beams = _Beams(states, options.beam, options.k)
+        until = None if deadlines is None else torch.tensor(list(deadlines), dtype=torch.float64)
+        for _ in range(options.max_chars):
+            if until is not None:
+                beams.retire(until[beams.request] <= time.monotonic())
             if not beams.active:
                 break
             tokens = beams.step()
-            beams.log_probs, beams.state = self._step(tokens, beams.state)
+            beams.log_probs, beams.state = self.model.step(tokens, beams.state)
         return beams.results()
-
-    def _step(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, LSTMState]:
-        """One character for every row: the LSTM cell written out, since at one time step `nn.LSTM`'s
-        own call costs more than its arithmetic. Returns (N, V) log-probabilities and the new state."""
-        if self._cell_weights is None:
-            lstm = self.model.lstm
-            self._cell_weights = [
-                (getattr(lstm, f"weight_ih_l{i}").t(), getattr(lstm, f"weight_hh_l{i}").t(),
-                 getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}"))
-                for i in range(lstm.num_layers)
-            ]  # fmt: skip
-        h, c = state  # (layers, N, H) each
-        x = self.model.embed(tokens)  # (N, E)
-        new_h, new_c = [], []
-        for layer, (w_ih, w_hh, bias) in enumerate(self._cell_weights):
-            gates = torch.addmm(bias, x, w_ih).addmm_(h[layer], w_hh)  # (N, 4H): input, forget, cell, output
-            i, f, g, o = gates.chunk(4, dim=1)
-            cell = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(cell)  # (N, H); dropout is off in evaluation
-            new_h.append(x)
-            new_c.append(cell)
-        return torch.log_softmax(self.model.head(x), dim=-1), (torch.stack(new_h), torch.stack(new_c))
 
     # -- scoring documents (evaluation) ------------------------------------------------------------
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
-from codecomp.checkpoint import CODECOMP_KEY
-from codecomp.data.char_vocab import PAD_ID, VOCAB_SIZE
-from codecomp.inference.char_lstm import FAMILY, CharLSTMCompleter
-from codecomp.inference.types import CompletionRequest
+from codecomp import checkpoint as checkpoint_format
+from codecomp.data.char_vocab import N_BYTES, PAD_ID, VOCAB_SIZE, encode_document
 from codecomp.models.base import CodecompModule
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
-from codecomp.parsing import grammar_versions
+
+FAMILY = "char_lstm"  # the family its checkpoints declare; codecomp.inference.families maps it to a completer
 
 # Fixed validation prompts: their completions are logged as text every validation epoch.
 SAMPLE_PROMPTS = (
@@ -86,21 +86,37 @@ class CharLSTMModule(CodecompModule):
         experiment = getattr(self.logger, "experiment", None)
         if self.trainer.sanity_checking or not hasattr(experiment, "add_text"):
             return
-        completer = CharLSTMCompleter(self.model, device=self.device)
         prompts = [(lang, prompt) for lang, prompt in SAMPLE_PROMPTS if lang in self.languages]
-        requests = [CompletionRequest(prompt, lang) for lang, prompt in prompts]
         lines = []
-        for (language, prompt), candidates in zip(prompts, completer.complete(requests, k=1, beam_size=2), strict=True):
-            text = candidates[0].text.decode("utf-8", "replace") if candidates else ""
-            lines.append(f"**{language}** `{prompt.decode()[-40:]!r}` → `{text!r}`")
+        for (language, prompt), text in zip(prompts, self.sample_lines(prompts), strict=True):
+            lines.append(f"**{language}** `{prompt.decode()[-40:]!r}` → `{text.decode('utf-8', 'replace')!r}`")
         experiment.add_text("val/samples", "  \n".join(lines), self.global_step)  # type: ignore[union-attr]
+
+    @torch.inference_mode()
+    def sample_lines(self, prompts: Sequence[tuple[str, bytes]], max_chars: int = 80) -> list[bytes]:
+        """The greedy completion of each (language, prompt)'s line, read as from a file start: the most
+        likely byte at each step until a newline, the end of file or `max_chars`."""
+        if not prompts:
+            return []
+        sequences = [torch.from_numpy(encode_document(prompt, language)[:-1]) for language, prompt in prompts]
+        tokens = pad_sequence(sequences, batch_first=True, padding_value=PAD_ID).to(self.device)  # (B, T)
+        log_probs, state = self.model.encode(tokens, torch.tensor([len(s) for s in sequences]))  # (B, V)
+        lines, open_rows = [bytearray() for _ in prompts], set(range(len(prompts)))
+        for _ in range(max_chars):
+            symbols = log_probs.argmax(dim=-1)  # (B,)
+            for row, symbol in enumerate(symbols.tolist()):
+                if row in open_rows and (symbol == ord("\n") or symbol >= N_BYTES):  # end of line or of file
+                    open_rows.discard(row)
+                elif row in open_rows:
+                    lines[row].append(symbol)
+            if not open_rows:
+                break
+            log_probs, state = self.model.step(symbols, state)
+        return [bytes(line) for line in lines]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make the checkpoint self-describing: serve and eval load it with no config at hand."""
-        checkpoint[CODECOMP_KEY] = {
-            "family": FAMILY,
-            "model_config": dataclasses.asdict(self.model_config),
-            "languages": self.languages,
-            "vocab": {"kind": "bytes", "size": VOCAB_SIZE},
-            "grammars": grammar_versions(),
-        }
+        checkpoint_format.describe(
+            checkpoint, FAMILY, dataclasses.asdict(self.model_config), self.languages,
+            {"kind": "bytes", "size": VOCAB_SIZE},
+        )  # fmt: skip

@@ -8,13 +8,14 @@ from typing import Any
 
 import torch
 
-from codecomp.checkpoint import CODECOMP_KEY
+from codecomp import checkpoint as checkpoint_format
 from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleBatch
 from codecomp.data.tree_vocab import TreeVocab
-from codecomp.inference.tree_lstm import FAMILY, HoleModel, rank_holes
 from codecomp.models.base import CodecompModule
 from codecomp.models.components.hole_head import target_probability
-from codecomp.parsing import grammar_versions
+from codecomp.models.components.hole_model import HoleModel, rank_holes
+
+FAMILY = "tree_lstm"  # the family its checkpoints declare; codecomp.inference.families maps it to a completer
 
 
 class TreeLSTMModule(CodecompModule):
@@ -68,15 +69,15 @@ class TreeLSTMModule(CodecompModule):
             return
         loss, scores = self.model_step(batch)
         ranked = rank_holes(scores, batch, self.vocab, k=5)
-        hits1 = [bool(c) and c[0].text.decode() == t for c, t in zip(ranked, batch.targets, strict=True)]
-        hits5 = [any(x.text.decode() == t for x in c) for c, t in zip(ranked, batch.targets, strict=True)]
+        hits1 = [bool(c) and c[0][0] == t for c, t in zip(ranked, batch.targets, strict=True)]
+        hits5 = [any(text == t for text, _ in c) for c, t in zip(ranked, batch.targets, strict=True)]
         size = len(batch.hole_nodes)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log(f"{stage}/top1", 100.0 * sum(hits1) / size, prog_bar=True, batch_size=size, sync_dist=True)
         self.log(f"{stage}/top5", 100.0 * sum(hits5) / size, batch_size=size, sync_dist=True)
         experiment = getattr(self.logger, "experiment", None)
         if stage == "val" and batch_idx == 0 and hasattr(experiment, "add_text") and not self.trainer.sanity_checking:
-            lines = [f"`{t}` → {', '.join(f'`{c.text.decode()}`' for c in cands[:3])}"
+            lines = [f"`{t}` → {', '.join(f'`{text}`' for text, _ in cands[:3])}"
                      for t, cands in list(zip(batch.targets, ranked, strict=True))[:12]]  # fmt: skip
             experiment.add_text("val/predictions", "  \n".join(lines), self.global_step)  # type: ignore[union-attr]
 
@@ -90,11 +91,8 @@ class TreeLSTMModule(CodecompModule):
         return batch.to(device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CODECOMP_KEY] = {
-            "family": FAMILY,
-            "model_config": self.model_config,
-            "languages": list(self.hparams["languages"]),
-            "target_kinds": self.target_kinds,
-            "vocab": self.vocab.to_json(),
-            "grammars": grammar_versions(),
-        }
+        """Make the checkpoint self-describing: serve and eval load it with no config at hand."""
+        checkpoint_format.describe(
+            checkpoint, FAMILY, self.model_config, self.hparams["languages"], self.vocab.to_json(),
+            target_kinds=self.target_kinds,
+        )  # fmt: skip

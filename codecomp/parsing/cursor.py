@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 
 from codecomp.parsing.codetree import HOLE, CodeTree
-
-WORD_BYTE = rb"[A-Za-z0-9_$\x80-\xff]"  # a byte of a name or number (any byte of a non-ASCII UTF-8 name)
-WORD = re.compile(rb"[A-Za-z_$\x80-\xff]" + WORD_BYTE + rb"*")  # a name
+from codecomp.text.tokens import WORD
 
 
 @dataclasses.dataclass(frozen=True)

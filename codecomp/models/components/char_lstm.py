@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from codecomp.data.char_vocab import PAD_ID, VOCAB_SIZE
 
@@ -52,6 +53,48 @@ class CharLSTM(nn.Module):
         """
         hidden, state = self.lstm(self.embed(tokens), state)  # (B, T, H)
         return self.head(self.drop(hidden)), state
+
+    def encode(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, state: LSTMState | None = None
+    ) -> tuple[torch.Tensor, LSTMState]:
+        """Read padded sequences of different lengths in one pass (evaluation: no dropout).
+
+        Args:
+            tokens: (B, T) int64 symbol ids, padded after each sequence's end.
+            lengths: (B,) each sequence's length, at least 1; padding is not read.
+            state: the (h, c) to start from, each (layers, B, hidden), or None for zeros.
+
+        Returns:
+            (B, V) log-probabilities of the symbol after each sequence, and the state after it.
+        """
+        packed = pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h, c) = self.lstm(packed, state)  # final states of each sequence, in input order
+        return torch.log_softmax(self.head(h[-1]), dim=-1), (h, c)
+
+    def step(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+        """One symbol for every row, the LSTM cell written out from this module's own weights: at one
+        time step `nn.LSTM`'s call costs more than its arithmetic. Evaluation only (no dropout).
+
+        Args:
+            tokens: (N,) int64 symbol ids.
+            state: (h, c), each (layers, N, hidden).
+
+        Returns:
+            (N, V) log-probabilities of the next symbol, and the new state.
+        """
+        h, c = state
+        x = self.embed(tokens)  # (N, E)
+        new_h, new_c = [], []
+        for layer in range(self.config.layers):
+            w_ih, w_hh = getattr(self.lstm, f"weight_ih_l{layer}"), getattr(self.lstm, f"weight_hh_l{layer}")
+            b_ih, b_hh = getattr(self.lstm, f"bias_ih_l{layer}"), getattr(self.lstm, f"bias_hh_l{layer}")
+            gates = torch.addmm(b_ih, x, w_ih.t()).addmm_(h[layer], w_hh.t()).add_(b_hh)  # (N, 4H): i, f, g, o
+            i, f, g, o = gates.chunk(4, dim=1)
+            cell = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(cell)  # (N, H)
+            new_h.append(x)
+            new_c.append(cell)
+        return torch.log_softmax(self.head(x), dim=-1), (torch.stack(new_h), torch.stack(new_c))
 
     def zero_state(self, batch: int, device: torch.device | None = None) -> LSTMState:
         shape = (self.config.layers, batch, self.config.hidden)

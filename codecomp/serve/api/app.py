@@ -10,6 +10,7 @@ language, an oversized body, text that is not UTF-8, a cursor outside the docume
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -142,7 +143,7 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
         choice = served.choices[body.choice_index]
         event = Event(body.type, body.completion_id, body.choice_index, served.user, served.language, choice.model,
                       choice.text)  # fmt: skip
-        row = server.store.add(event)
+        row = await asyncio.to_thread(server.store.add, event)  # a disk write: off the event loop
         return {"stored": row}
 
     @app.get("/v1/health")

@@ -15,17 +15,15 @@ import itertools
 import logging
 import re
 import time
-from typing import Any
 
 import zmq
 
-from codecomp.parsing.cursor import WORD_BYTE
 from codecomp.serve import protocol
-from codecomp.serve.container.process import Options
 from codecomp.serve.dispatch.batching import AIMDBatchSize, DeadlineQueue, QueueFull, Retry, run_batch
 from codecomp.serve.dispatch.metrics import Metrics
 from codecomp.serve.dispatch.transport import RouterTransport
-from codecomp.serve.protocol import WireCandidate
+from codecomp.serve.protocol import Options, WireCandidate, WireRequest
+from codecomp.text.tokens import WORD_BYTE
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ class BatchFailed(RuntimeError):
     """The container answered the batch with an error."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass  # not frozen: OmegaConf makes a frozen schema read-only, refusing the yaml
 class BatchingConfig:
     """Per model. Latencies in milliseconds."""
 
@@ -55,6 +53,16 @@ class ModelAnswer:
     candidates: list[WireCandidate]
     cut_short: bool  # the deadline stopped the model before it finished (an anytime partial answer)
     light: bool  # computed with the light options of an overloaded queue
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Query:
+    """What a model is asked: the context around the cursor and the editing session it belongs to."""
+
+    prefix: bytes
+    suffix: bytes
+    language: str
+    session: str
 
 
 @dataclasses.dataclass
@@ -91,12 +99,12 @@ class ModelEndpoint:
             raise ValueError(f"model {name}: trigger must be 'always' or 'token', not {trigger!r}")
         self.name, self.batching, self.options, self.light, self.metrics = name, batching, options, light, metrics
         self.trigger = trigger
-        self.queue: DeadlineQueue[dict[str, Any], ModelAnswer] = DeadlineQueue(batching.max_queue)
+        self.queue: DeadlineQueue[Query, ModelAnswer] = DeadlineQueue(batching.max_queue)
         self.replicas: dict[bytes, Replica] = {}
         self.version = ""
         self.family = ""
 
-    def submit(self, request: dict[str, Any], deadline: float) -> asyncio.Future[ModelAnswer]:
+    def submit(self, request: Query, deadline: float) -> asyncio.Future[ModelAnswer]:
         """Queue a request; raises QueueFull at the bound, or when the queue ahead of it would take the
         replicas longer to clear than the request has left (better refused now than late)."""
         rate = sum(r.aimd.size / r.batch_latency_s for r in self.replicas.values() if r.alive)  # requests/s
@@ -116,7 +124,7 @@ class ModelEndpoint:
         return sum(r.alive for r in self.replicas.values())
 
 
-class Frontend:
+class Dispatcher:
     """Routes batches to containers over a router transport and keeps track of which are alive."""
 
     def __init__(
@@ -127,7 +135,7 @@ class Frontend:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.replicas: dict[bytes, Replica] = {}
         self._batch_ids = itertools.count()
-        self._in_flight: dict[int, tuple[bytes, asyncio.Future[dict[str, Any]]]] = {}
+        self._in_flight: dict[int, tuple[bytes, asyncio.Future[protocol.Result | protocol.Error]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -136,7 +144,7 @@ class Frontend:
     async def stop(self) -> None:
         for replica in list(self.replicas.values()):
             with contextlib.suppress(zmq.ZMQError):
-                await self.transport.send(replica.identity, protocol.pack(protocol.SHUTDOWN))
+                await self.transport.send(replica.identity, protocol.pack(protocol.Shutdown()))
             self.lose(replica.identity, "frontend stopping")
         for task in self._tasks:
             task.cancel()
@@ -158,37 +166,34 @@ class Frontend:
         except protocol.ProtocolError as error:
             log.warning("dropped a message from %r: %s", peer, error)
             return
-        kind = message["type"]
-        if kind in (protocol.HELLO, protocol.HEARTBEAT):
+        if isinstance(message, protocol.Hello):  # a heartbeat is a hello too
             self._beat(peer, message)
-        elif kind in (protocol.RESULT, protocol.ERROR):
-            batch = message.get("batch")
-            waiting = self._in_flight.get(batch) if isinstance(batch, int) else None
-            if isinstance(batch, int) and waiting is not None and waiting[0] == peer:  # answered by its replica
-                del self._in_flight[batch]
+        elif isinstance(message, protocol.Result | protocol.Error):
+            waiting = self._in_flight.get(message.batch) if message.batch is not None else None
+            if waiting is not None and waiting[0] == peer:  # answered by the replica it was sent to
+                del self._in_flight[message.batch]  # type: ignore[arg-type]
                 if not waiting[1].done():
                     waiting[1].set_result(message)
-            elif kind == protocol.ERROR:
-                log.warning("container %r: %s", peer, message.get("message"))
+            elif isinstance(message, protocol.Error):
+                log.warning("container %r: %s", peer, message.message)
 
-    def _beat(self, peer: bytes, message: dict[str, Any]) -> None:
+    def _beat(self, peer: bytes, message: protocol.Hello) -> None:
         replica = self.replicas.get(peer)
         if replica is not None:
             replica.last_seen = time.monotonic()
             return
-        model, family, version = message.get("model"), message.get("family"), message.get("version")
-        endpoint = self.endpoints.get(model) if isinstance(model, str) else None
-        if endpoint is None or not isinstance(family, str) or not isinstance(version, str):
-            log.warning("container %r: no served model, family or version in its hello (%r); ignored", peer, model)
+        endpoint = self.endpoints.get(message.model)
+        if endpoint is None:
+            log.warning("container %r serves %r, which is not a served model; ignored", peer, message.model)
             return
-        if endpoint.live_replicas and version != endpoint.version:
+        if endpoint.live_replicas and message.version != endpoint.version:
             # The caches key answers by checkpoint version: one endpoint serves one version at a time.
-            log.warning("container %r serves %s version %s, not %s; ignored", peer, model, version, endpoint.version)
+            log.warning("container %r serves %s version %s, not %s; ignored", peer, message.model, message.version,
+                        endpoint.version)  # fmt: skip
             return
         b = endpoint.batching
-        pid = message.get("pid")
         replica = Replica(
-            peer, endpoint.name, family, version, pid if isinstance(pid, int) else 0, time.monotonic(),
+            peer, endpoint.name, message.family, message.version, message.pid, time.monotonic(),
             AIMDBatchSize(b.objective_ms / 1000, b.max_batch, fixed=b.fixed),
         )  # fmt: skip
         self.replicas[peer] = endpoint.replicas[peer] = replica
@@ -238,7 +243,7 @@ class Frontend:
             self.metrics.queue_depth.labels(endpoint.name).set(len(queue))
             started = time.monotonic()
 
-            async def predict(items: list[dict[str, Any]], deadlines: list[float]) -> list[ModelAnswer]:
+            async def predict(items: list[Query], deadlines: list[float]) -> list[ModelAnswer]:
                 return await self._call(replica, items, deadlines, options, light)  # noqa: B023
 
             try:
@@ -253,13 +258,16 @@ class Frontend:
                 self.metrics.batch_size.labels(endpoint.name).observe(len(batch))
 
     async def _call(
-        self, replica: Replica, items: list[dict[str, Any]], deadlines: list[float], options: Options, light: bool
+        self, replica: Replica, items: list[Query], deadlines: list[float], options: Options, light: bool
     ) -> list[ModelAnswer]:
         batch_id = next(self._batch_ids)
         now = time.monotonic()  # budgets travel as time left: the container's clock is its own
-        requests = [{**item, "budget_ms": max(0.0, (d - now) * 1000)} for item, d in zip(items, deadlines, strict=True)]
-        frame = protocol.pack(protocol.PREDICT, batch=batch_id, requests=requests, options=dataclasses.asdict(options))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        requests = [
+            WireRequest(q.prefix, q.suffix, q.language, q.session, max(0.0, (d - now) * 1000))
+            for q, d in zip(items, deadlines, strict=True)
+        ]
+        frame = protocol.pack(protocol.Predict(batch=batch_id, requests=requests, options=options))
+        future: asyncio.Future[protocol.Result | protocol.Error] = asyncio.get_running_loop().create_future()
         self._in_flight[batch_id] = (replica.identity, future)
         try:
             await self.transport.send(replica.identity, frame)
@@ -268,9 +276,8 @@ class Frontend:
             self.lose(replica.identity, f"send failed: {error}")
             raise ReplicaLost(str(error)) from None
         reply = await future  # a hung replica is dropped by the watch loop, which fails this future
-        if reply["type"] == protocol.ERROR:
-            raise BatchFailed(str(reply.get("message")))
-        return [
-            ModelAnswer([(c[0], c[1], c[2]) for c in result], bool(cut), light)
-            for result, cut in zip(reply["results"], reply["cut_short"], strict=True)
-        ]
+        if isinstance(reply, protocol.Error):
+            raise BatchFailed(reply.message)
+        if len(reply.results) != len(items) or len(reply.cut_short) != len(items):
+            raise BatchFailed(f"{len(reply.results)} results for a batch of {len(items)}")
+        return [ModelAnswer(result, cut, light) for result, cut in zip(reply.results, reply.cut_short, strict=True)]

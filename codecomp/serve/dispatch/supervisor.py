@@ -1,13 +1,15 @@
 """Starts this host's model containers as processes and restarts any that die or hang.
 
 Processes come from a forkserver that has imported torch and the completers once, so a restart
-costs a fork and a checkpoint load (well under the 2 s budget) instead of a fresh interpreter.
+costs a fork and a checkpoint load (well under the 2 s budget) instead of a fresh interpreter. The
+frontend itself never imports the container code (nor torch): the forkserver does, by module name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import multiprocessing
 import time
@@ -15,11 +17,11 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from codecomp.serve.container.process import serve_container
-from codecomp.serve.dispatch.dispatcher import Frontend
+from codecomp.serve.dispatch.dispatcher import Dispatcher
 from codecomp.serve.dispatch.metrics import Metrics
 
 log = logging.getLogger(__name__)
+CONTAINER_MODULE = "codecomp.serve.container.process"  # imported by the forkserver, never by the frontend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +48,13 @@ class _Slot:
 
 def _context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["codecomp.serve.container.process"])
+    context.set_forkserver_preload([CONTAINER_MODULE])
     return context
+
+
+def _run_container(*args: Any, **kwargs: Any) -> None:
+    """A container process's entry point (the container module is already loaded in the forkserver)."""
+    importlib.import_module(CONTAINER_MODULE).serve_container(*args, **kwargs)
 
 
 class Supervisor:
@@ -59,10 +66,10 @@ class Supervisor:
     """
 
     def __init__(
-        self, frontend: Frontend, address: str, specs: list[ContainerSpec], metrics: Metrics,
+        self, dispatcher: Dispatcher, address: str, specs: list[ContainerSpec], metrics: Metrics,
         heartbeat_s: float = 0.2, check_s: float = 0.05, startup_timeout_s: float = 60.0,
     ) -> None:  # fmt: skip
-        self.frontend, self.address, self.metrics = frontend, address, metrics
+        self.dispatcher, self.address, self.metrics = dispatcher, address, metrics
         self.heartbeat_s, self.check_s, self.startup_timeout_s = heartbeat_s, check_s, startup_timeout_s
         self.slots = [_Slot(spec, i) for spec in specs for i in range(spec.replicas)]
         self.restarts = 0
@@ -77,7 +84,7 @@ class Supervisor:
     async def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Until every slot's container has joined the frontend (raises TimeoutError)."""
         give_up = time.monotonic() + timeout_s
-        while not all(slot.identity in self.frontend.replicas for slot in self.slots):
+        while not all(slot.identity in self.dispatcher.replicas for slot in self.slots):
             failed = [s for s in self.slots if s.crashes and not s.joined]
             if failed:
                 raise RuntimeError(
@@ -85,7 +92,7 @@ class Supervisor:
                     "could serve: see its log above"
                 )
             if time.monotonic() > give_up:
-                missing = [s.identity.decode() for s in self.slots if s.identity not in self.frontend.replicas]
+                missing = [s.identity.decode() for s in self.slots if s.identity not in self.dispatcher.replicas]
                 raise TimeoutError(f"containers not ready after {timeout_s:.0f} s: {missing}")
             await asyncio.sleep(0.05)
 
@@ -109,7 +116,7 @@ class Supervisor:
         slot.generation += 1
         slot.identity = f"{slot.spec.model}-{slot.index}-g{slot.generation}".encode()
         slot.process = self._context.Process(
-            target=serve_container,
+            target=_run_container,
             args=(self.address, slot.spec.checkpoint, slot.spec.model, slot.identity.decode()),
             kwargs={
                 "heartbeat_s": self.heartbeat_s,
@@ -136,18 +143,18 @@ class Supervisor:
             if now >= slot.not_before:
                 self._spawn(slot)
             return
-        if slot.identity in self.frontend.replicas:
+        if slot.identity in self.dispatcher.replicas:
             slot.joined, slot.crashes = True, 0
         if not process.is_alive():
             reason = f"process exited with code {process.exitcode}"
-        elif slot.joined and slot.identity not in self.frontend.replicas:
+        elif slot.joined and slot.identity not in self.dispatcher.replicas:
             reason = "stopped beating"  # the frontend dropped it for silence: it is hung
         elif not slot.joined and now - slot.started > self.startup_timeout_s:
             reason = f"no hello within {self.startup_timeout_s:.0f} s"
         else:
             return
         log.warning("container %s: %s; restarting", slot.identity.decode(), reason)
-        self.frontend.lose(slot.identity, reason)
+        self.dispatcher.lose(slot.identity, reason)
         if process.is_alive():
             process.kill()
         process.join(1)

@@ -7,41 +7,21 @@ then checked against a threshold. Meant for one asyncio event loop; not thread-s
 
 from __future__ import annotations
 
-import hashlib
-import random
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import numpy as np
-
-from codecomp.serve.service.cache import digest
+from codecomp.text.digest import digest
+from codecomp.text.minhash import MinHasher, jaccard
+from codecomp.text.tokens import code_tokens
 
 V = TypeVar("V")
-
-# Identifiers and numbers are one token each; any other non-space byte is a token by itself.
-_TOKEN = re.compile(rb"[A-Za-z0-9_$]+|\S")
-_EMPTY = (1 << 64) - 1  # the signature of a context with no shingles
-
-
-def tokenize(data: bytes, start: int = 0, end: int | None = None) -> list[bytes]:
-    """Tokens of `data[start:end]` (without copying it): identifiers/numbers, or single non-space bytes."""
-    return _TOKEN.findall(data, start, len(data) if end is None else end)
-
-
-def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
-    """Jaccard similarity of two sets; two empty sets are identical (1.0)."""
-    if not a and not b:
-        return 1.0
-    inter = len(a & b)
-    return inter / (len(a) + len(b) - inter)
 
 
 @dataclass(slots=True)
 class _Features:
     bucket: bytes
-    shingles: frozenset[int]
+    shingles: frozenset[bytes]
     band_keys: tuple[bytes, ...]
 
 
@@ -58,7 +38,9 @@ class ApproximateCache(Generic[V]):
     with the model version and language, forms a bucket key that a hit must match exactly. Within it,
     the last `context_tokens` tokens before the current line are compared as sets of `shingle`-token
     shingles: MinHash with `bands` x `rows` permutations finds candidates sharing a band, and the best
-    candidate by exact Jaccard similarity is returned if it reaches `threshold`.
+    candidate by exact Jaccard similarity is returned if it reaches `threshold`. The band map is the
+    cache's own rather than a datasketch MinHashLSH: its keys carry the bucket, so contexts typed on
+    other lines never become candidates, and entries leave it on LRU eviction.
 
     Args:
         threshold: Jaccard similarity a hit requires.
@@ -96,11 +78,7 @@ class ApproximateCache(Generic[V]):
         self.bands = bands
         self.rows = rows
         self.max_entries = max_entries
-        rng = random.Random(seed)
-        # Permutations x -> a * x + b (mod 2**64) with odd a: bijections of the 64-bit shingle hashes,
-        # applied to all shingles at once in numpy (wrapping uint64 arithmetic).
-        self._mult = np.array([rng.randrange(1 << 64) | 1 for _ in range(bands * rows)], dtype=np.uint64)
-        self._add = np.array([rng.randrange(1 << 64) for _ in range(bands * rows)], dtype=np.uint64)
+        self._hasher = MinHasher(bands, rows, seed)
         # Bytes before the current line that are tokenised: enough for `context_tokens` tokens in any
         # realistic code, while a 100 KB prefix costs no more than a short one.
         self._tail_bytes = max(4096, 64 * context_tokens)
@@ -129,30 +107,21 @@ class ApproximateCache(Generic[V]):
     def _context_tokens(self, prefix: bytes) -> tuple[bytes, list[bytes]]:
         """The current line and the last `context_tokens` tokens before it."""
         cut, start = self._bounds(prefix)
-        tokens = tokenize(prefix, start, cut)
+        tokens = code_tokens(prefix, start, cut)
         if start > 0 and tokens:
             tokens = tokens[1:]  # the tail may have cut the first token in two
         return prefix[cut:], tokens[-self.context_tokens :]
 
-    def _shingles(self, tokens: list[bytes]) -> frozenset[int]:
+    def _shingles(self, tokens: list[bytes]) -> frozenset[bytes]:
         if not tokens:
             return frozenset()
         k = min(self.shingle, len(tokens))
         # Tokens never contain a space, so joining with one is unambiguous.
-        return frozenset(
-            int.from_bytes(hashlib.blake2b(b" ".join(tokens[i : i + k]), digest_size=8).digest(), "little")
-            for i in range(len(tokens) - k + 1)
-        )
-
-    def _signature(self, shingles: frozenset[int]) -> tuple[int, ...]:
-        if not shingles:
-            return (_EMPTY,) * len(self._mult)
-        x = np.fromiter(shingles, dtype=np.uint64, count=len(shingles))
-        return tuple((self._mult[:, None] * x[None, :] + self._add[:, None]).min(axis=1).tolist())
+        return frozenset(b" ".join(tokens[i : i + k]) for i in range(len(tokens) - k + 1))
 
     def signature(self, prefix: bytes) -> tuple[int, ...]:
         """MinHash signature of the context before the current line (deterministic across processes)."""
-        return self._signature(self._shingles(self._context_tokens(prefix)[1]))
+        return tuple(self._hasher.signature(self._shingles(self._context_tokens(prefix)[1])).tolist())
 
     def _features(self, model_version: str, language: str, prefix: bytes) -> _Features:
         _, start = self._bounds(prefix)
@@ -162,11 +131,7 @@ class ApproximateCache(Generic[V]):
         line, tokens = self._context_tokens(prefix)
         bucket = digest((model_version.encode(), language.encode(), line))
         shingles = self._shingles(tokens)
-        sig = self._signature(shingles)
-        band_keys = tuple(
-            digest((bucket, band.to_bytes(4, "little"), *(v.to_bytes(8, "little") for v in sig[lo : lo + self.rows])))
-            for band, lo in enumerate(range(0, len(sig), self.rows))
-        )
+        band_keys = self._hasher.band_keys(self._hasher.signature(shingles), salt=bucket)
         features = _Features(bucket, shingles, band_keys)
         self._memo = (memo_key, features)
         return features
@@ -180,10 +145,8 @@ class ApproximateCache(Generic[V]):
                 if entry_id in seen:
                     continue
                 seen.add(entry_id)
-                entry = self._entries[entry_id]
-                if entry.features.bucket != features.bucket:  # guards against a digest collision
-                    continue
-                sim = jaccard(features.shingles, entry.features.shingles)
+                # Band keys carry the bucket, so every candidate is of the same line, version and language.
+                sim = jaccard(features.shingles, self._entries[entry_id].features.shingles)
                 if best is None or sim > best[1]:
                     best = (entry_id, sim)
         return best

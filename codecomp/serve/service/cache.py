@@ -10,14 +10,14 @@ The caches are meant for one asyncio event loop; they are not thread-safe.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, cast
 
 from codecomp.serve.protocol import WireCandidate
+from codecomp.text.digest import digest
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +26,6 @@ V = TypeVar("V")
 Outcome = Literal["hit", "shared", "miss"]
 
 _MISSING = object()
-
-
-def digest(parts: Iterable[bytes], size: int = 16) -> bytes:
-    """blake2b over `parts`, each prefixed with its length so that no two part lists collide."""
-    h = hashlib.blake2b(digest_size=size)
-    for part in parts:
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.digest()
 
 
 def context_key(
@@ -263,8 +254,12 @@ class TypedThroughCache:
                 and digest((prefix[:length],)) == prefix_digest
                 and suffix_digest == stored_suffix
             ):
-                rest = [(text[len(typed) :], p, done) for text, p, done in candidates if text.startswith(typed)]
-                found = [c for c in rest if c[0]] or None
+                rest = [
+                    WireCandidate(c.text[len(typed) :], c.log_prob, c.complete)
+                    for c in candidates
+                    if c.text.startswith(typed)
+                ]
+                found = [c for c in rest if c.text] or None
         if found is None:
             self.misses += 1
         else:

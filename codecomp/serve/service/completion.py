@@ -17,11 +17,13 @@ import uuid
 from typing import Any
 
 from codecomp.serve.dispatch.batching import DeadlineExpired, QueueFull
-from codecomp.serve.dispatch.dispatcher import ModelAnswer, ModelEndpoint
+from codecomp.serve.dispatch.dispatcher import ModelAnswer, ModelEndpoint, Query
 from codecomp.serve.dispatch.metrics import Metrics
 from codecomp.serve.protocol import WireCandidate
 from codecomp.serve.service.approx_cache import ApproximateCache
-from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key, digest
+from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key
+from codecomp.serve.service.selection import Choice, FixedInterleave, SelectionPolicy
+from codecomp.text.digest import digest
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,6 @@ class CompletionInput:
 
 
 @dataclasses.dataclass(frozen=True)
-class Choice:
-    text: str
-    log_prob: float
-    model: str
-
-
-@dataclasses.dataclass(frozen=True)
 class CompletionOutput:
     id: str
     choices: list[Choice]
@@ -76,7 +71,7 @@ class Served:
     choices: list[Choice]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass  # not frozen: OmegaConf makes a frozen schema read-only, refusing the yaml
 class ServiceConfig:
     objective_ms: float = 50.0  # end-to-end latency objective, the default deadline
     margin_ms: float = 10.0  # models stop this long before the deadline: half for RPC, half for the reply
@@ -93,9 +88,11 @@ class ServiceConfig:
 
 class CompletionService:
     def __init__(self, endpoints: dict[str, ModelEndpoint], languages: dict[str, list[str]], config: ServiceConfig,
-                 metrics: Metrics) -> None:  # fmt: skip
-        """`languages` maps each language to the models that serve it, in the order choices interleave."""
+                 metrics: Metrics, selection: SelectionPolicy | None = None) -> None:  # fmt: skip
+        """`languages` maps each language to the models that serve it, in the configured order; `selection`
+        ranks their candidates into one list (the fixed interleave by default)."""
         self.endpoints, self.languages, self.config, self.metrics = endpoints, languages, config, metrics
+        self.selection = selection if selection is not None else FixedInterleave(config.max_choices)
         self.exact = {name: PredictionCache[ModelAnswer](config.cache_bytes) for name in endpoints}
         self.typed = TypedThroughCache(sessions=config.typed_sessions)
         self.approx = {
@@ -164,7 +161,9 @@ class CompletionService:
         degraded = len(answers) < len(names) or any(a.cut_short for a in answers.values())
         output = CompletionOutput(
             id=f"cmpl-{uuid.uuid4().hex}",
-            choices=self._merge(names, answers),
+            choices=self.selection.rank(
+                request.user, request.language, names, {n: a.candidates for n, a in answers.items()}
+            ),
             models=status,
             cache=cache,
             degraded=degraded,
@@ -193,14 +192,14 @@ class CompletionService:
             self.metrics.cache.labels(name, how).inc()
             self._remember_typed(session, name, request, found.candidates)
             return found, how
-        wire = {"prefix": request.prefix, "suffix": request.suffix, "language": request.language, "session": session}
+        query = Query(request.prefix, request.suffix, request.language, session)
         answer, how = await self.exact[name].get_or_compute(
-            key, lambda: endpoint.submit(wire, deadline), _answer_bytes, cacheable=_cacheable
+            key, lambda: endpoint.submit(query, deadline), _answer_bytes, cacheable=_cacheable
         )
         self.metrics.cache.labels(name, how).inc()
         if found is not None:  # an audited approximate answer: does the model say the same?
             self.approx_audited += 1
-            self.approx_differs += [c[0] for c in found.candidates] != [c[0] for c in answer.candidates]
+            self.approx_differs += [c.text for c in found.candidates] != [c.text for c in answer.candidates]
         if _cacheable(answer):
             self._remember_typed(session, name, request, answer.candidates)
             if how == "miss":
@@ -219,21 +218,6 @@ class CompletionService:
             self._audits -= 1
             return True
         return False
-
-    def _merge(self, names: list[str], answers: dict[str, ModelAnswer]) -> list[Choice]:
-        """Interleave the models' candidates in the configured order, best first, dropping repeated texts."""
-        ranked = [
-            [Choice(_text(c[0]), c[1], name) for c in answers[name].candidates] for name in names if name in answers
-        ]
-        choices: list[Choice] = []
-        seen: set[str] = set()
-        for rank in range(max((len(r) for r in ranked), default=0)):
-            for candidates in ranked:
-                text = candidates[rank].text if rank < len(candidates) else ""
-                if text.strip() and text not in seen:  # blank suggestions help no one
-                    seen.add(text)
-                    choices.append(candidates[rank])
-        return choices[: self.config.max_choices]
 
     def _remember(self, request: CompletionInput, output: CompletionOutput) -> None:
         self.recent[output.id] = Served(request.user, request.language, output.choices)
@@ -254,12 +238,8 @@ class CompletionService:
         }
 
 
-def _text(candidate: bytes) -> str:
-    return candidate.decode("utf-8", "ignore")  # a byte model may stop inside a multi-byte character
-
-
 def _answer_bytes(answer: ModelAnswer) -> int:
-    return 64 + sum(len(c[0]) + 48 for c in answer.candidates)
+    return 64 + sum(len(c.text) + 48 for c in answer.candidates)
 
 
 def _cacheable(answer: ModelAnswer) -> bool:

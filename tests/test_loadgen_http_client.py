@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from benchmarks.loadgen.http_client import KeepAliveClient
-from tests.local_http import make_app, serving
+from tests.loadgen_http import make_app, serving
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from benchmarks.loadgen import replay as loadgen
 from benchmarks.loadgen.editors import Request
 from benchmarks.loadgen.replay import Outcome, meets_objective, replay, summarize
 from codecomp.data.shards import ShardFile, write_text_shard
-from tests.local_http import COMPLETIONS_SEEN, make_app, ok_body, serving
+from tests.loadgen_http import COMPLETIONS_SEEN, make_app, ok_body, serving
 
 JS = b"function add(a, b) {\n  return a + b;\n}\n\nconst total = add(1, 2);\nconsole.log(total);\n" * 8
 CPP = 'int main() {\n  std::string s = "h\u00e9llo";\n  return s.size();\n}\n'.encode() * 8
