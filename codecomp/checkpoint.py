@@ -9,9 +9,11 @@ describes the model so that serving and evaluation rebuild it with no config at 
     languages    the languages it was trained on
     vocab        its vocabularies (family-specific; JSON-like)
     grammars     tree-sitter and grammar package versions it was trained with
+    corpus       the corpus it was trained on, {"name", "path"} (absent before it was recorded: None)
     ...          family-specific entries (the Tree-LSTM's `target_kinds`), kept in `Description.extra`
 
-Schema 1 (before the number was written) has the same entries, so both load alike.
+Schema 1 (before the number was written) has the same entries, so both load alike; `corpus` is optional in
+both (older files lack it), so recording it needed no new schema.
 
 This module imports torch only inside `load`: the HTTP process, which never loads torch, uses
 `check_file` at start-up.
@@ -35,7 +37,7 @@ CODECOMP_KEY = "codecomp"  # the checkpoint entry that describes the model
 SCHEMA_VERSION = 2
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 _STATE_PREFIX = "model."  # LightningModules keep their network as `self.model`
-_KNOWN = frozenset({"schema", "family", "model_config", "languages", "vocab", "grammars"})
+_KNOWN = frozenset({"schema", "family", "model_config", "languages", "vocab", "grammars", "corpus"})
 
 
 class CheckpointError(RuntimeError):
@@ -54,6 +56,8 @@ class Description:
         vocab: its vocabularies, in the family's own JSON-like form.
         grammars: {"tree-sitter": version, language: grammar package version} at training time.
         extra: the family's own further entries (e.g. the Tree-LSTM's `target_kinds`).
+        corpus: the corpus trained on, {"name": its folder's name, "path": its folder as training saw it};
+            None for checkpoints written before it was recorded.
     """
 
     schema: int
@@ -63,6 +67,7 @@ class Description:
     vocab: Any
     grammars: dict[str, str]
     extra: dict[str, Any]
+    corpus: dict[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +102,7 @@ def describe(
     model_config: Mapping[str, Any],
     languages: Sequence[str],
     vocab: Any,
+    corpus: str | Path | None = None,
     **extra: Any,
 ) -> None:
     """Make a checkpoint self-describing: a LightningModule's `on_save_checkpoint` calls this.
@@ -107,6 +113,7 @@ def describe(
         model_config: the network's constructor arguments (plain values).
         languages: languages trained on.
         vocab: the vocabularies, JSON-like.
+        corpus: the corpus folder trained on (`data/<recipe>`); evaluation fits its baselines on it.
         **extra: the family's own entries (read back as `Description.extra`).
     """
     from codecomp.parsing import grammar_versions  # here, so that importing this module stays light
@@ -121,8 +128,40 @@ def describe(
         "languages": list(languages),
         "vocab": vocab,
         "grammars": grammar_versions(),
+        "corpus": None if corpus is None else {"name": Path(corpus).name, "path": str(corpus)},
         **extra,
     }
+
+
+def save(
+    path: str | Path,
+    state: Mapping[str, torch.Tensor],
+    family: str,
+    model_config: Mapping[str, Any],
+    languages: Sequence[str],
+    vocab: Any,
+    corpus: str | Path | None = None,
+    **extra: Any,
+) -> Path:
+    """Write a checkpoint for a model that Lightning does not train (the n-gram, fitted by counting): the same
+    layout, so `load` reads it like the others. Written to a temporary file first, then renamed into place.
+
+    Args:
+        path: the file to write; its folder is created.
+        state: the model's tensors, stored as the `state_dict` entries `model.<name>` (read back as
+            `LoadedCheckpoint.state[name]`).
+        family, model_config, languages, vocab, corpus, extra: as for `describe`.
+    """
+    import torch  # here: the HTTP process imports this module and must not load torch
+
+    path = Path(path)
+    checkpoint: dict[str, Any] = {"state_dict": {_STATE_PREFIX + name: tensor for name, tensor in state.items()}}
+    describe(checkpoint, family, model_config, languages, vocab, corpus, **extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(checkpoint, partial)
+    partial.replace(path)
+    return path
 
 
 def check_file(path: str | Path) -> Path:
@@ -193,6 +232,7 @@ def _description(path: Path, entry: dict[str, Any]) -> Description:
         vocab=entry.get("vocab"),
         grammars=dict(entry.get("grammars") or {}),
         extra={k: v for k, v in entry.items() if k not in _KNOWN},
+        corpus=dict(entry["corpus"]) if isinstance(entry.get("corpus"), dict) else None,
     )
 
 

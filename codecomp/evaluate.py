@@ -2,9 +2,11 @@
 
     codecomp-eval ckpt_path=checkpoints/char_lstm_quick/best.ckpt
     codecomp-eval ckpt_path=... corpus_name=full split=valid max_documents=200
+    codecomp-eval ckpt_path=... corpus_name=other fit_corpus=data/small   # baselines fit on data/small/train
 
-Writes metrics.json to the run folder and scalars to TensorBoard (logs/tensorboard/eval), and prints
-a table. Deterministic for a fixed seed.
+Scores any built corpus and split; the baselines are fitted on the train split of the corpus the checkpoint
+was trained on (or `fit_corpus`). Writes metrics.json and TensorBoard scalars (tensorboard/) to the run
+folder, and prints a table. Deterministic for a fixed seed.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
 from codecomp import CONFIG_DIR
+from codecomp.checkpoint import load
 from codecomp.evaluation.char_eval import CharEvalSettings, evaluate_language
 from codecomp.evaluation.config import EvalConfig, register_schema
+from codecomp.evaluation.corpora import CorpusError, ShardKind, resolve_corpora
 from codecomp.evaluation.hole_eval import evaluate_holes
+from codecomp.evaluation.mixture import MixtureSettings, evaluate_mixture, print_mixture
 from codecomp.inference.families import load_completer
+from codecomp.inference.ngram import NGramCompleter
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +42,28 @@ register_schema()  # before hydra.main composes conf/eval.yaml against it
 
 def evaluate(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
     """Evaluate the checkpoint's completer (built as serving builds it, with the `completer` settings)
-    at its task, lines or tokens; write metrics.json and TensorBoard."""
-    completer = load_completer(cfg.ckpt_path, device=cfg.device, **cfg.completer)
+    at its task, lines or tokens, on `cfg.corpus`'s split, with baselines fitted on the train split of the
+    corpus the checkpoint was trained on (or `cfg.fit_corpus`); write metrics.json and TensorBoard."""
+    loaded = load(cfg.ckpt_path)
+    completer = load_completer(loaded, device=cfg.device, **cfg.completer)
+    corpora = resolve_corpora(cfg.corpus, cfg.split, cfg.languages, cfg.fit_corpus, loaded.description.corpus,
+                              _SHARDS.get(completer.task, "text"), cfg.ckpt_path)  # fmt: skip
+    # The tasks read the resolved corpora from the config: the fitted corpus, the languages the split has.
+    cfg = dataclasses.replace(cfg, fit_corpus=str(corpora.fitted), languages=list(corpora.languages))
     languages = _TASKS[completer.task](cfg, completer)
     report = {
         "checkpoint": str(cfg.ckpt_path),
         "family": completer.family,
         "task": completer.task,
-        "corpus": str(cfg.corpus),
-        "split": cfg.split,
+        **corpora.summary(),
         "settings": dataclasses.asdict(cfg),
         "languages": languages,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=1) + "\n")
-    _to_tensorboard(report, Path("logs/tensorboard/eval") / out_dir.name)
+    # Under the run folder unless told otherwise: an evaluation writes nowhere else (tests leave logs/ alone).
+    board = Path(cfg.tensorboard_dir) / out_dir.name if cfg.tensorboard_dir else out_dir / "tensorboard"
+    _to_tensorboard(report, board)
     return report
 
 
@@ -59,7 +73,7 @@ def evaluate_tokens(cfg: EvalConfig, completer: Any) -> dict[str, Any]:
     ablation_completer: Any = load_completer(ablation, device=cfg.device, **cfg.completer) if ablation else None
     return {
         language: evaluate_holes(completer, ablation_completer, Path(cfg.corpus), cfg.split, language,
-                                 cfg.holes.per_language, cfg.seed)
+                                 cfg.holes.per_language, cfg.seed, fit_corpus=Path(cfg.fit_corpus or cfg.corpus))
         for language in cfg.languages
     }  # fmt: skip
 
@@ -80,15 +94,29 @@ def evaluate_lines(cfg: EvalConfig, completer: Any) -> dict[str, Any]:
     if "max_context" not in cfg.completer:  # the model reads as much prefix as the baseline, unless told
         completer.max_context = settings.context_bytes
     results = {
-        language: evaluate_language(completer, Path(cfg.corpus), cfg.split, language, settings)
+        language: evaluate_language(
+            completer, Path(cfg.corpus), cfg.split, language, settings, fit_corpus=Path(cfg.fit_corpus or cfg.corpus)
+        )
         for language in cfg.languages
     }
+    if cfg.mixture.ngram_ckpt_path and completer.family == "char_lstm":  # the mixture beside each model alone
+        ngram = NGramCompleter.from_checkpoint(cfg.mixture.ngram_ckpt_path)
+        mixing = MixtureSettings(
+            fit_documents=cfg.mixture.fit_documents, next_char_positions=settings.next_char_positions,
+            line_positions=settings.line_positions, beam_size=settings.beam_size, max_chars=settings.max_chars,
+            max_documents=cfg.max_documents, seed=cfg.seed,
+        )  # fmt: skip
+        for language, result in results.items():
+            result["mixture"] = evaluate_mixture(completer, ngram, Path(cfg.corpus), cfg.split,
+                                                 Path(cfg.fit_corpus or cfg.corpus), language, mixing)  # fmt: skip
     baseline = f"{'modified ' if settings.ngram_discount is None else ''}Kneser-Ney char {settings.ngram_order}-gram"
-    return {language: {**result, "baseline_name": f"{baseline}, fit on the train split in this run"}
+    fitted = f"{cfg.fit_corpus or cfg.corpus}/train"
+    return {language: {**result, "baseline_name": f"{baseline}, fit on {fitted} in this run"}
             for language, result in results.items()}  # fmt: skip
 
 
 _TASKS = {"line": evaluate_lines, "token": evaluate_tokens}  # a completer's task -> how it is evaluated
+_SHARDS: dict[str, ShardKind] = {"line": "text", "token": "trees"}  # a task -> the shards it reads
 
 
 def _to_tensorboard(report: dict[str, Any], log_dir: Path) -> None:
@@ -113,7 +141,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 
 def _print_char(report: dict[str, Any], console: Console) -> None:
     first = next(iter(report["languages"].values()))
-    table = Table(title=f"{report['checkpoint']} on {report['corpus']} [{report['split']}] vs {first['baseline_name']}")
+    title = f"{report['checkpoint']} on {report['corpus']} [{report['split']}] vs {first['baseline_name']}"
+    table = Table(title=escape(title))  # escaped: Rich would take "[test]" for markup and drop it
     for column in ("language", "metric", "model", "baseline", "model/baseline"):
         table.add_column(column, justify="left" if column in ("language", "metric") else "right")
     for language, result in report["languages"].items():
@@ -122,10 +151,13 @@ def _print_char(report: dict[str, Any], console: Console) -> None:
             table.add_row(language, metric, f"{value:.3f}", f"{result['baseline'][metric]:.3f}",
                           "n/a" if ratio is None else f"{ratio:.3f}")  # fmt: skip
     console.print(table)
+    print_mixture(report, console)
 
 
 def _print_holes(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"{report['checkpoint']} holes on {report['corpus']} [{report['split']}]")
+    title = (f"{report['checkpoint']} holes on {report['corpus']} [{report['split']}]; train frequencies from "
+             f"{report['fit_corpus']}/train")  # fmt: skip
+    table = Table(title=escape(title))
     for column in ("language", "context", "system", "top-1 %", "top-5 %", "MRR"):
         table.add_column(column, justify="left" if column in ("language", "context", "system") else "right")
     for language, result in report["languages"].items():
@@ -146,7 +178,10 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     config = OmegaConf.to_object(cfg)  # the `hydra` node is not part of it
     assert isinstance(config, EvalConfig)
-    report = evaluate(config, out_dir)
+    try:
+        report = evaluate(config, out_dir)
+    except CorpusError as error:  # a missing corpus: the message says what to build or name, no traceback needed
+        raise SystemExit(f"codecomp-eval: {error}") from None
     print_report(report)
     log.info("metrics written to %s", out_dir / "metrics.json")
 

@@ -24,15 +24,17 @@ from codecomp.serve.service.completion import ServiceConfig
 
 
 class EchoRunner:
-    """Completes with the last word of the prefix reversed; counts batches; can be slow or broken."""
+    """Completes with the last word of the prefix reversed; counts batches and records the sessions it
+    served; can be slow or broken."""
 
     family = "fake"
 
     def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s, self.batches, self.broken = delay_s, [], False
+        self.delay_s, self.batches, self.sessions, self.broken = delay_s, [], [], False
 
     def predict(self, requests, deadlines, options):
         self.batches.append(len(requests))
+        self.sessions.extend(r.session for r in requests)
         if self.broken:
             raise RuntimeError("model exploded")
         words = [r.prefix.split()[-1] if r.prefix.split() else b"" for r in requests]
@@ -91,30 +93,37 @@ def config(tmp_path, models=("echo",), **service):
 
 
 @contextlib.asynccontextmanager
-async def running(cfg, containers=(("echo", "echo-0", 0.0),), token=None):
-    """A server with fake containers, (model, identity, delay) each; yields its client, server and fakes."""
+async def serving(cfg, containers=(("echo", "echo-0", 0.0),), token=None):
+    """A started server with fake containers, (model, identity, delay) each; yields its app, server and fakes."""
     router = InProcessRouter()
     if token:
         cfg = ServerConfig(**{**cfg.__dict__, "token": token})
     server = Server(cfg, transport=router, supervise=False)
     await server.start()
     fakes = []
-    for model, identity, delay in containers:
-        fake = FakeContainer(router, identity.encode(), model, EchoRunner(), delay)
-        await fake.start()
-        fakes.append(fake)
-    for _ in range(100):
-        if len(server.dispatcher.replicas) == len(fakes):
-            break
-        await asyncio.sleep(0.01)
-    transport = httpx.ASGITransport(app=create_app(server, manage_lifecycle=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://codecomp") as client:
-        try:
-            yield types.SimpleNamespace(client=client, server=server, fakes=fakes)
-        finally:
-            for fake in fakes:
-                fake.stop()
-            await server.stop()
+    try:
+        for model, identity, delay in containers:
+            fake = FakeContainer(router, identity.encode(), model, EchoRunner(), delay)
+            await fake.start()
+            fakes.append(fake)
+        for _ in range(100):
+            if len(server.dispatcher.replicas) == len(fakes):
+                break
+            await asyncio.sleep(0.01)
+        yield types.SimpleNamespace(app=create_app(server, manage_lifecycle=False), server=server, fakes=fakes)
+    finally:
+        for fake in fakes:
+            fake.stop()
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(cfg, containers=(("echo", "echo-0", 0.0),), token=None):
+    """`serving`, with an HTTP client of its app; yields its client, server and fakes."""
+    async with serving(cfg, containers, token) as served:
+        transport = httpx.ASGITransport(app=served.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://codecomp") as client:
+            yield types.SimpleNamespace(client=client, server=served.server, fakes=served.fakes)
 
 
 def body(prefix="const total = compute", suffix="\n", language="javascript", user="ada"):

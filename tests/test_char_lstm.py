@@ -197,3 +197,22 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save({"codecomp": {"family": "tree_lstm"}}, other)
     with pytest.raises(CheckpointError, match="holds a 'tree_lstm' model, not 'char_lstm'"):
         CharLSTMCompleter.from_checkpoint(other)
+
+
+def test_score_cuts_long_files_into_pieces_read_after_their_context(completer):
+    document = bytes(range(32, 127)) * 3  # 285 bytes: pieces of 100 bytes, each after 20 bytes of context
+    short_context = CharLSTMCompleter(completer.model, max_context=20)
+    pieced = short_context.score([document, b"ab"], "cpp", batch_size=3, chunk=16, piece_bytes=100)
+    whole = completer.score([document, b"ab"], "cpp")
+    assert pieced[0][0].shape == (len(document),) and pieced[1][0].shape == (2,)
+    np.testing.assert_allclose(pieced[0][0][:100], whole[0][0][:100], atol=1e-4)  # the first piece: from the file start
+    np.testing.assert_allclose(pieced[1][0], whole[1][0], atol=1e-4)
+    for start in (100, 200):  # the later ones: as the completer reads a prefix longer than max_context
+        tokens = torch.frombuffer(bytearray(document[start - 20 : start + 100]), dtype=torch.uint8).long()[None]
+        log_probs = torch.log_softmax(completer.model(tokens[:, :-1])[0][0], -1)
+        expected = -log_probs.gather(-1, tokens[0, 1:, None])[:, 0] / np.log(2)
+        end = min(start + 100, len(document))
+        np.testing.assert_allclose(pieced[0][0][start:end], expected[19:].detach().numpy(), atol=1e-4)
+    seen: list[int] = []
+    completer.score([document, b"ab"], "cpp", piece_bytes=100, progress=seen.append)
+    assert sum(seen) == len(document) + 2  # progress counts every byte scored once

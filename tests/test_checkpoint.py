@@ -86,7 +86,7 @@ def test_other_grammar_versions_are_a_clear_error(tmp_path):
 
 
 def test_an_unknown_family_is_a_clear_error(tmp_path):
-    assert set(FAMILIES) == {"char_lstm", "tree_lstm"} and completer_class("tree_lstm") is TreeLSTMCompleter
+    assert set(FAMILIES) == {"char_lstm", "tree_lstm", "ngram"} and completer_class("tree_lstm") is TreeLSTMCompleter
     with pytest.raises(CheckpointError, match="no completer for model family 'gru'; this codecomp knows char_lstm"):
         completer_class("gru")
     path = tmp_path / "gru.ckpt"

@@ -1,16 +1,32 @@
-"""codecomp-eval on the fixture corpus: metrics against the n-gram baseline, deterministic."""
+"""codecomp-eval on the fixture corpus: metrics against the n-gram baseline, deterministic; any corpus scored,
+with baselines fitted on the corpus the checkpoint was trained on; nothing written outside the run folder."""
 
 import json
+import logging
+import shutil
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from codecomp.checkpoint import load
 from codecomp.evaluate import CONFIG_DIR, evaluate, print_report
+from codecomp.evaluation.corpora import CorpusError
 from codecomp.evaluation.line_completion import common_prefix_length, line_metrics, sample_line_tasks
 from codecomp.inference import CheckpointError
 from codecomp.train import train
 from tests.test_train import TREE_TINY, compose_train
+
+
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path_factory, monkeypatch):
+    """Every test here runs in an empty working directory, which must stay empty: an evaluation writes only under
+    the run folder it is given (before, TensorBoard went to ./logs/tensorboard/eval, the user's logs/)."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    yield
+    assert not list(cwd.iterdir()), f"written outside the run folder: {sorted(p.name for p in cwd.iterdir())}"
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +55,9 @@ def test_metrics_against_the_baseline_are_written_and_deterministic(tiny_checkpo
     written = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert written["languages"] == first["languages"] and written["split"] == "test"
     assert (written["family"], written["task"]) == ("char_lstm", "line")
+    assert (written["corpus"], written["fit_corpus"], written["fit_corpus_from"]) == (
+        str(fixture_corpus), str(fixture_corpus), "checkpoint")  # fmt: skip
+    assert list((tmp_path / "one" / "tensorboard").glob("events.out.tfevents.*"))  # in the run folder
     for language in ("cpp", "javascript"):
         result = first["languages"][language]
         assert set(result["model"]) == {"bpc", "next_char_accuracy", "exact_match", "edit_similarity", "chars_saved"}
@@ -47,6 +66,38 @@ def test_metrics_against_the_baseline_are_written_and_deterministic(tiny_checkpo
         assert 0 <= result["model"]["edit_similarity"] <= 100
         assert result["counts"]["line_tasks"] == 6 and result["counts"]["files"] == 2
     print_report(first)
+
+
+def test_a_corpus_with_only_a_test_split_is_scored_with_baselines_fit_on_the_training_corpus(
+    tiny_checkpoint, fixture_corpus, tmp_path
+):
+    other = tmp_path / "other"  # a corpus built only for testing: one split, one language
+    shutil.copytree(fixture_corpus / "test" / "cpp", other / "test" / "cpp")
+    assert load(tiny_checkpoint).description.corpus == {"name": fixture_corpus.name, "path": str(fixture_corpus)}
+    report = evaluate(eval_config(tiny_checkpoint, other), tmp_path / "other-run")
+    assert (report["corpus"], report["fit_corpus"], report["fit_corpus_from"]) == (
+        str(other), str(fixture_corpus), "checkpoint")  # fmt: skip
+    assert list(report["languages"]) == ["cpp"]  # the languages the scored split has
+    assert f"fit on {fixture_corpus}/train" in report["languages"]["cpp"]["baseline_name"]
+    # the same files and the same fitted baseline as scoring the training corpus's own test split
+    same = evaluate(eval_config(tiny_checkpoint, fixture_corpus, ["languages=[cpp]"]), tmp_path / "own-run")
+    assert same["languages"] == report["languages"]
+    print_report(report)
+
+
+def test_missing_corpora_are_clear_errors(tiny_checkpoint, fixture_corpus, tmp_path, caplog):
+    with pytest.raises(CorpusError, match=r"train split of .*nope \(the fit_corpus given\), which has no cpp"):
+        evaluate(eval_config(tiny_checkpoint, fixture_corpus, [f"fit_corpus={tmp_path / 'nope'}"]), tmp_path / "a")
+    with pytest.raises(CorpusError, match="no split 'valid'"):
+        evaluate(eval_config(tiny_checkpoint, tmp_path / "empty", ["split=valid"]), tmp_path / "b")
+    # A checkpoint from before the corpus was recorded: the corpus scored is fitted, and the run says so.
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    del checkpoint["codecomp"]["corpus"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    shutil.copytree(fixture_corpus / "test", tmp_path / "test-only" / "test")
+    with caplog.at_level(logging.WARNING), pytest.raises(CorpusError, match=r"\(the corpus scored\)"):
+        evaluate(eval_config(tmp_path / "old.ckpt", tmp_path / "test-only"), tmp_path / "c")
+    assert "does not record the corpus it was trained on" in caplog.text
 
 
 def test_completer_settings_reach_the_completer(tiny_checkpoint, fixture_corpus, tmp_path):
@@ -89,6 +140,7 @@ def test_hole_metrics_against_baselines_and_ablation(tiny_tree_checkpoints, fixt
     cfg = eval_config(model, fixture_corpus, [f"holes.ablation_ckpt_path={ablation}", "holes.per_language=12"])
     report = evaluate(cfg, tmp_path / "holes")
     assert (report["family"], report["task"]) == ("tree_lstm", "token")
+    assert (report["fit_corpus"], report["fit_corpus_from"]) == (str(fixture_corpus), "checkpoint")
     assert evaluate(cfg, tmp_path / "again")["languages"] == report["languages"]  # deterministic
     for language in ("cpp", "javascript"):
         result = report["languages"][language]

@@ -6,7 +6,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from codecomp.models.ngram import BOS, EOF, N_SYMBOLS, CharNGram, _modified_discounts, complete_line
+from codecomp.models.ngram import BOS, EOF, N_SYMBOLS, CharNGram, _modified_discounts
+from codecomp.models.ngram_lines import complete_line
 
 CORPUS = [
     b"int main() {\n  return 0;\n}\n",

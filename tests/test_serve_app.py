@@ -33,8 +33,8 @@ def test_completion_round_trip_with_tabby_fields(tmp_path):
         (b'{"language": "javascript", "segments": {"prefix": "\xff\xfe"}}', 400, "not valid JSON"),
         (b'{"language": "javascript", "segments": {"prefix": "\\ud800"}}', 400, "not valid UTF-8"),
         (b'{"language": "javascript", "segments": {"prefix": 12}}', 422, "invalid request"),
-        (b'{"segments": {"prefix": "x"}}', 422, "invalid request"),
-        (b'{"language": "cobol", "segments": {"prefix": "x"}}', 400, "unsupported language"),
+        (b'{"language": 5, "segments": {"prefix": "x"}}', 422, "invalid request"),
+        (b'{"language": "javascript", "segments": {"prefix": "x", "git_url": "\\ud800"}}', 400, "user or filepath"),
         (b'{"language": "javascript"}', 422, "segments.prefix"),
         (b'{"language": "javascript", "document": "ab", "cursor": 3}', 422, "outside the document"),
         (b'{"language": "javascript", "document": "\xc3\xa9", "cursor": 1}', 400, "inside a character"),
@@ -98,31 +98,35 @@ def test_feedback_events_are_stored_durably(tmp_path):
                                                          "choice_index": 9})  # fmt: skip
             wrong = await run.client.post("/v1/events", json={"type": "like", "completion_id": completion["id"],
                                                           "choice_index": 0})  # fmt: skip
-            return ok.status_code, unknown.status_code, past.status_code, wrong.status_code
+            return ok.status_code, (unknown.status_code, unknown.json()["known"]), past.status_code, wrong.status_code
 
-    assert asyncio.run(scenario()) == (200, 404, 422, 422)
+    # An event for a completion the server does not remember is stored and acknowledged, as Tabby does.
+    assert asyncio.run(scenario()) == (200, (200, False), 422, 422)
     reopened = FeedbackStore(tmp_path / "feedback.sqlite")  # the server is gone; the events are not
-    [event] = reopened.events()
-    assert (event.type, event.choice_index, event.user, event.model, event.text) == ("select", 1, "grace", "echo",
-                                                                                        "second")  # fmt: skip
+    selected, forgotten = reopened.events()
+    assert (selected.type, selected.choice_index, selected.user, selected.model, selected.text) == (
+        "select", 1, "grace", "echo", "second")  # fmt: skip
+    assert (forgotten.type, forgotten.completion_id, forgotten.user, forgotten.model) == ("view", "cmpl-x", "", "")
 
 
-def test_bearer_token_guards_the_api_but_not_health(tmp_path):
+def test_bearer_token_guards_the_api_health_included(tmp_path):
     async def scenario():
         async with running(config(tmp_path), token="s3cret") as run:
             without = await run.client.post("/v1/completions", json=body())
             wrong = await run.client.post("/v1/completions", json=body(), headers={"Authorization": "Bearer nope"})
             right = await run.client.post("/v1/completions", json=body(), headers={"Authorization": "Bearer s3cret"})
-            health = await run.client.get("/v1/health")
+            # health too: a client with a wrong token must not show "ready" and then get nothing
+            health = await run.client.get("/v1/health", headers={"Authorization": "Bearer nope"})
+            health_ok = await run.client.get("/v1/health", headers={"Authorization": "Bearer s3cret"})
             # an unauthenticated caller learns nothing about the body: no 422 details, no 400 for bad JSON
             invalid = await run.client.post("/v1/completions", json={"language": 3})
             json_type = {"Content-Type": "application/json"}
             malformed = await run.client.post("/v1/completions", content=b"{", headers=json_type)
             event = await run.client.post("/v1/events", json={})
             return (without.status_code, wrong.status_code, right.status_code, health.status_code,
-                    invalid.status_code, malformed.status_code, event.status_code)  # fmt: skip
+                    health_ok.status_code, invalid.status_code, malformed.status_code, event.status_code)  # fmt: skip
 
-    assert asyncio.run(scenario()) == (401, 401, 200, 200, 401, 401, 401)
+    assert asyncio.run(scenario()) == (401, 401, 200, 401, 200, 401, 401, 401)
 
 
 def test_health_models_metrics_and_openapi(tmp_path):

@@ -4,7 +4,15 @@ import asyncio
 
 import pytest
 
-from codecomp.serve.dispatch.batching import AIMDBatchSize, DeadlineExpired, DeadlineQueue, QueueFull, Retry, run_batch
+from codecomp.serve.dispatch.batching import (
+    AIMDBatchSize,
+    Claim,
+    DeadlineExpired,
+    DeadlineQueue,
+    QueueFull,
+    Retry,
+    run_batch,
+)
 
 
 class Clock:
@@ -63,6 +71,27 @@ def test_cancelled_callers_are_skipped():
         return [p.item for p in await queue.take(10)]
 
     assert asyncio.run(scenario()) == ["kept"]
+
+
+def test_a_claiming_worker_takes_its_own_first_then_spares_and_leaves_the_rest():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10, clock=Clock())
+        for name, deadline in [("own-late", 104.0), ("spare-early", 101.0), ("theirs", 100.5), ("own-early", 102.0),
+                               ("spare-late", 105.0)]:  # fmt: skip
+            queue.put(name, deadline)
+        verdicts = {"own": Claim.OWN, "spare": Claim.SPARE, "theirs": Claim.NOT_OURS}
+        claim = lambda name: verdicts[name.split("-")[0]]  # noqa: E731
+        first = await queue.take(3, claim=claim)
+        second = await queue.take(3, claim=claim)
+        waiting = asyncio.ensure_future(queue.take(3, claim=claim))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # only another worker's request is left: it waits
+        verdicts["theirs"] = Claim.SPARE  # that worker got busy
+        queue.notify()
+        third = await asyncio.wait_for(waiting, 1.0)
+        return [[p.item for p in batch] for batch in (first, second, third)]
+
+    assert asyncio.run(scenario()) == [["own-early", "own-late", "spare-early"], ["spare-late"], ["theirs"]]
 
 
 def test_take_waits_for_work_and_then_for_the_batch_to_fill():

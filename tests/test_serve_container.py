@@ -14,6 +14,7 @@ from codecomp.inference.prefix_states import PrefixStateCache
 from codecomp.inference.tree_lstm import TreeLSTMCompleter
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
 from codecomp.models.components.hole_model import HoleModel
+from codecomp.serve.container.process import warm_up
 from codecomp.serve.container.runners import CompleterRunner, load_runner
 from codecomp.serve.protocol import Options, WireCandidate, WireRequest
 from tests.test_checkpoint import old_style_char_checkpoint, tree_checkpoint
@@ -118,3 +119,20 @@ def test_one_runner_serves_both_families_from_their_checkpoints(tmp_path):
     assert texts(near) == [b"al"] and outside == []
     with pytest.raises(TypeError, match="window_bytes"):
         load_runner(tmp_path / "char.ckpt", window_bytes=32)  # a setting of the other family
+
+
+def test_the_warm_up_runs_batches_of_growing_size_with_the_models_options_and_leaves_no_session(char_completer):
+    runner = CompleterRunner(char_completer, "v1")
+    seen = []
+    real_predict = runner.predict
+
+    def predict(requests, deadlines, options):
+        seen.append((len(requests), {r.language for r in requests}, {r.session for r in requests}, options))
+        return real_predict(requests, deadlines, options)
+
+    runner.predict = predict
+    options = Options(k=1, beam=2, max_chars=4)
+    warm_up(runner, 5, options)
+    assert [size for size, *_ in seen] == [1, 2, 4, 5]
+    assert seen[-1][1] == {"cpp", "javascript"} and all(s[2] == {""} and s[3] == options for s in seen)
+    assert char_completer.prefix_states.hits == char_completer.prefix_states.misses == 0  # no session looked up

@@ -81,3 +81,22 @@ def test_container_core_answers_predict_and_reports_errors():
     wrong_way = protocol.unpack(core.handle(core.hello(), time.monotonic()))  # a container takes no hello
     assert isinstance(wrong_way, protocol.Error) and "does not take hello" in wrong_way.message
     assert core.handle(protocol.pack(protocol.Shutdown()), time.monotonic()) is None
+
+
+class UnfinishedRunner:
+    """Every line unfinished, as an anytime model past its deadline leaves them: the prefix is the line."""
+
+    family = "fake"
+
+    def predict(self, requests, deadlines, options):
+        return [[WireCandidate(r.prefix, -1.0, False)] for r in requests]
+
+
+def test_an_answer_is_cut_short_only_where_the_deadline_stopped_a_line_before_the_byte_bound():
+    core = ContainerCore(UnfinishedRunner(), "m", "v1")
+    late = [wire(b"abcd", budget_ms=0.0), wire(b"ab", budget_ms=0.0)]  # the deadline passed at once
+    frame = protocol.pack(protocol.Predict(batch=1, requests=late, options=Options(k=1, max_chars=4)))
+    result = protocol.unpack(core.handle(frame, time.monotonic()))
+    assert result.cut_short == [False, True]  # 4 bytes: stopped by max_chars; 2 bytes: by the deadline
+    in_time = protocol.pack(protocol.Predict(batch=2, requests=[wire(b"ab", budget_ms=5000.0)], options=Options()))
+    assert protocol.unpack(core.handle(in_time, time.monotonic())).cut_short == [False]

@@ -61,6 +61,7 @@ def test_checkpoint_describes_itself_and_training_resumes(tmp_path, fixture_corp
     assert checkpoint["codecomp"]["languages"] == ["cpp", "javascript"]
     assert set(checkpoint["codecomp"]["grammars"]) == {"tree-sitter", "cpp", "javascript"}
     assert checkpoint["codecomp"]["schema"] == SCHEMA_VERSION
+    assert checkpoint["codecomp"]["corpus"] == {"name": fixture_corpus.name, "path": str(fixture_corpus)}
     completer = load_completer(last)  # the family the module wrote names the completer
     assert completer.family == "char_lstm"
     [candidates] = completer.complete([CompletionRequest(b"var x = ", b"", "javascript")], CompletionOptions(k=1))

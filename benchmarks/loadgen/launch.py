@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -39,6 +41,9 @@ def free_port() -> int:
 class ServerProcess:
     """`with ServerProcess(overrides, log_path) as server:` starts the server and waits until it is healthy.
 
+    The server runs in a session (and process group) of its own, so that stopping it ends every process it
+    started, even where it was started with SIGINT ignored (in the background of a shell).
+
     Args:
         overrides: Hydra overrides of conf/serve.yaml (`models.char.replicas=1`, ...).
         log: where the server's output goes (a file keeps a long run's pipe from filling up).
@@ -56,7 +61,9 @@ class ServerProcess:
         output: Any = subprocess.PIPE
         if self.log is not None:
             self._log_file = output = open(self.log, "w")  # closed in stop()
-        self.process = subprocess.Popen(self.command, stdout=output, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            self.command, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         try:
             self.wait_healthy()
         except BaseException:
@@ -80,16 +87,20 @@ class ServerProcess:
             raise RuntimeError(f"{error}:\n{self.output()}") from None
 
     def stop(self) -> int | None:
-        """Stop it as Ctrl-C would (containers shut down with it); returns the exit code."""
+        """Stop it as Ctrl-C would (containers shut down with it), then kill whatever is left of its
+        process group; returns the frontend's exit code."""
         if self.process is None or self.process.poll() is not None:
             code = None if self.process is None else self.process.returncode
         else:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGINT)  # uvicorn handles it even where it was ignored at start
             try:
                 code = self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 code = self.process.wait()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left: the usual case
+                os.killpg(self.process.pid, signal.SIGKILL)
         if self._log_file is not None:
             self._log_file.close()
         return code

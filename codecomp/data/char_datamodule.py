@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from codecomp.data.char_vocab import encode_document
 from codecomp.data.shards import TextShard
@@ -75,10 +75,18 @@ class CharDataModule(pl.LightningDataModule):
                 self.streams[split] = split_stream(self.corpus, split, self.languages)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        # Data-parallel runs (trainer=ddp): each process reads its own share of the windows.
+        world = self.trainer.world_size if self.trainer is not None else 1
+        sampler: DistributedSampler | None = None
+        if world > 1:
+            assert self.trainer is not None
+            rank = self.trainer.global_rank
+            sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=self.seed, drop_last=shuffle)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             drop_last=shuffle,
             persistent_workers=self.num_workers > 0,

@@ -50,10 +50,18 @@ class HoleDataset(Dataset):
 
 class NodeBudgetBatchSampler(Sampler[list[int]]):
     """Batches of trees of similar size whose node counts add up to at most `budget` (a tree larger
-    than the budget is a batch of its own); batch order shuffled per epoch when `shuffle`."""
+    than the budget is a batch of its own); batch order shuffled per epoch when `shuffle`.
 
-    def __init__(self, sizes: np.ndarray, budget: int, shuffle: bool, seed: int = 0) -> None:
+    In a data-parallel run process `rank` of `world_size` takes every world_size-th batch of the same order
+    (the same seed and epoch everywhere), the first batches repeated so that every process gets as many (as
+    DistributedSampler pads): no process waits at the gradient all-reduce for one that ran out.
+    """
+
+    def __init__(
+        self, sizes: np.ndarray, budget: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.sizes, self.budget, self.shuffle, self.seed, self.epoch = sizes, budget, shuffle, seed, 0
+        self.rank, self.world_size = rank, world_size
         self.batches: list[list[int]] = []
         batch: list[int] = []
         total = 0
@@ -67,13 +75,14 @@ class NodeBudgetBatchSampler(Sampler[list[int]]):
             self.batches.append(batch)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return -(-len(self.batches) // self.world_size)  # this process's share, rounded up
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.arange(len(self.batches))
         if self.shuffle:
             np.random.default_rng([self.seed, self.epoch]).shuffle(order)
-        return (self.batches[i] for i in order.tolist())
+        shares = np.resize(order, len(self) * self.world_size)  # repeats from the start to fill every share
+        return (self.batches[i] for i in shares[self.rank :: self.world_size].tolist())
 
 
 class TreeHoleDataModule(pl.LightningDataModule):
@@ -117,7 +126,8 @@ class TreeHoleDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
-        sampler = NodeBudgetBatchSampler(dataset.sizes, self.node_budget, shuffle, self.seed)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        sampler = NodeBudgetBatchSampler(dataset.sizes, self.node_budget, shuffle, self.seed, rank, world)
         if shuffle and self.trainer is not None:
             dataset.epoch = sampler.epoch = self.trainer.current_epoch
         collate = functools.partial(collate_holes, vocab=self.vocab, target_kinds=self.target_kinds)

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from codecomp.data.shards import TextShard
-from codecomp.evaluation.line_completion import LineTask, line_metrics, sample_line_tasks
+from codecomp.evaluation.line_completion import LineTask, line_metrics, sample_line_tasks, sample_positions
 from codecomp.inference.char_lstm import CharLSTMCompleter
 from codecomp.inference.completer import CompletionOptions, CompletionRequest
-from codecomp.models.ngram import CharNGram, complete_line
+from codecomp.models.ngram import CharNGram
+from codecomp.models.ngram_lines import complete_line
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +35,43 @@ class CharEvalSettings:
 
 
 def evaluate_language(
-    completer: CharLSTMCompleter, corpus: Path, split: str, language: str, settings: CharEvalSettings
+    completer: CharLSTMCompleter,
+    corpus: Path,
+    split: str,
+    language: str,
+    settings: CharEvalSettings,
+    fit_corpus: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics of the model and of the baseline on one language's held-out files, and their ratios."""
+    """Metrics of the model and of the baseline on one language's files of `corpus`'s `split`, and their ratios;
+    the baseline is fitted on the train split of `fit_corpus` (the corpus the model learnt from; default `corpus`)."""
     shard = TextShard(corpus / split / language)
     chosen: Sequence[int] = range(len(shard))
     if settings.max_documents is not None and settings.max_documents < len(shard):  # a seeded sample of all files
         rng = np.random.default_rng(settings.seed)
         chosen = sorted(rng.choice(len(shard), size=settings.max_documents, replace=False).tolist())
     documents = [shard.document(i) for i in chosen]
-    log.info("%s: fitting the %d-gram baseline on the train split", language, settings.ngram_order)
-    ngram = CharNGram(settings.ngram_order, settings.ngram_discount).fit(TextShard(corpus / "train" / language))
+    train = TextShard((corpus if fit_corpus is None else fit_corpus) / "train" / language)
+    log.info("%s: fitting the %d-gram baseline on %s", language, settings.ngram_order, train.folder)
+    reading = tqdm(train, total=len(train), desc=f"{language}: n-gram fit, reading", unit="file")
+    ngram = CharNGram(settings.ngram_order, settings.ngram_discount).fit(reading)
 
     log.info("%s: scoring %d held-out files", language, len(documents))
-    scored = completer.score(documents, language)
+    with tqdm(total=sum(map(len, documents)), desc=f"{language}: scoring", unit="B", unit_scale=True) as bar:
+        scored = completer.score(documents, language, progress=bar.update)
     model_bits = np.concatenate([bits for bits, _ in scored])
     baseline_bits = np.concatenate([ngram.document_bits(document) for document in documents])
-    positions = _sample_positions(documents, settings.next_char_positions, settings.seed)
+    positions = sample_positions(documents, settings.next_char_positions, settings.seed)
     model_correct = [bool(scored[d][1][i]) for d, i in positions]
-    baseline_correct = [int(np.argmax(ngram.distribution(documents[d][:i]))) == documents[d][i] for d, i in positions]
+    context = settings.ngram_order - 1  # all the n-gram reads: no copy of a long file's whole prefix per position
+    baseline_correct = [int(np.argmax(ngram.distribution(documents[d][max(0, i - context) : i]))) == documents[d][i]
+                        for d, i in positions]  # fmt: skip
 
     tasks = sample_line_tasks(documents, settings.line_positions, settings.seed)
     log.info("%s: completing %d lines", language, len(tasks))
     model_lines = _complete_with_model(completer, tasks, language, settings)
     baseline_lines = [_first(complete_line(ngram, t.prefix[-settings.context_bytes :], settings.beam_size,
-                                           settings.max_chars)) for t in tasks]  # fmt: skip
+                                           settings.max_chars))
+                      for t in tqdm(tasks, desc=f"{language}: n-gram line completion", unit="line")]  # fmt: skip
     targets = [t.target for t in tasks]
 
     model = {"bpc": float(model_bits.mean()), "next_char_accuracy": 100.0 * float(np.mean(model_correct))}
@@ -70,27 +84,17 @@ def evaluate_language(
     return {"model": model, "baseline": baseline, "ratio": ratio, "counts": counts}
 
 
-def _sample_positions(documents: Sequence[bytes], count: int, seed: int) -> list[tuple[int, int]]:
-    """Byte positions drawn uniformly over all bytes of the documents."""
-    sizes = np.array([len(d) for d in documents])
-    total = int(sizes.sum())
-    if total == 0:
-        return []
-    flat = np.sort(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False))
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    doc = np.searchsorted(starts, flat, side="right") - 1
-    return [(int(d), int(f - starts[d])) for d, f in zip(doc, flat, strict=True)]
-
-
 def _complete_with_model(
     completer: CharLSTMCompleter, tasks: Sequence[LineTask], language: str, settings: CharEvalSettings, batch: int = 32
 ) -> list[bytes]:
     out = []
     options = CompletionOptions(k=1, beam=settings.beam_size, max_chars=settings.max_chars)
-    for start in range(0, len(tasks), batch):
-        requests = [CompletionRequest(t.prefix, b"", language) for t in tasks[start : start + batch]]
-        for candidates in completer.complete(requests, options):
-            out.append(candidates[0].text if candidates else b"")
+    with tqdm(total=len(tasks), desc=f"{language}: model line completion", unit="line") as bar:
+        for start in range(0, len(tasks), batch):
+            requests = [CompletionRequest(t.prefix, b"", language) for t in tasks[start : start + batch]]
+            for candidates in completer.complete(requests, options):
+                out.append(candidates[0].text if candidates else b"")
+            bar.update(len(requests))
     return out
 
 

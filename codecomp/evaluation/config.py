@@ -40,11 +40,20 @@ class HolesConfig:
 
 
 @dataclasses.dataclass
+class MixtureConfig:
+    ngram_ckpt_path: str | None = None  # a cache n-gram to mix with a Char-LSTM; None: no mixture
+    fit_documents: int | None = 40  # valid files sampled to fit the weight; None: all
+
+
+@dataclasses.dataclass
 class EvalConfig:
     ckpt_path: str
-    corpus: str  # the corpus folder, data/<corpus_name> by default
+    corpus: str  # the corpus folder scored, data/<corpus_name> by default
     corpus_name: str = "small"
     split: str = "test"
+    # The corpus whose train split the baselines are fitted on; None: the one the checkpoint records (else `corpus`).
+    fit_corpus: str | None = None
+    tensorboard_dir: str | None = None  # None: tensorboard/ inside the run folder
     languages: list[str] = dataclasses.field(default_factory=lambda: ["cpp", "javascript"])
     max_documents: int | None = None  # files sampled per language; None: all
     device: str = "cpu"
@@ -55,6 +64,7 @@ class EvalConfig:
     next_char: NextCharConfig = dataclasses.field(default_factory=NextCharConfig)
     line_completion: LineCompletionConfig = dataclasses.field(default_factory=LineCompletionConfig)
     holes: HolesConfig = dataclasses.field(default_factory=HolesConfig)
+    mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
 
 
 def register_schema() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from codecomp.data.holes import target_leaves
 from codecomp.data.shards import TextShard, TreeShard
@@ -59,10 +60,10 @@ def sample_eval_holes(
 
 
 def train_frequency(corpus: Path, language: str, target_kinds: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The most frequent texts of each target kind in the train split, best first (top 10)."""
+    """The most frequent texts of each target kind in `corpus`'s train split, best first (top 10)."""
     shard = TreeShard(corpus / "train" / language)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for t in range(len(shard)):
+    for t in tqdm(range(len(shard)), desc=f"{language}: train frequencies", unit="tree"):
         tree = shard.tree(t)
         names = kind_names(language)
         for leaf in target_leaves(tree, target_kinds).tolist():
@@ -101,11 +102,15 @@ def summarise(per_hole: dict[str, list[float]], holes: Sequence[EvalHole]) -> di
     return summary
 
 
-def model_rankings(completer: TreeLSTMCompleter, requests: Sequence[HoleRequest], batch: int = 16) -> list[list[str]]:
+def model_rankings(
+    completer: TreeLSTMCompleter, requests: Sequence[HoleRequest], batch: int = 16, desc: str = "holes"
+) -> list[list[str]]:
     out: list[list[str]] = []
-    for start in range(0, len(requests), batch):
-        for candidates in completer.complete_holes(requests[start : start + batch], k=RANK_CUTOFF):
-            out.append([c.text.decode("utf-8", "replace") for c in candidates])
+    with tqdm(total=len(requests), desc=desc, unit="hole") as bar:
+        for start in range(0, len(requests), batch):
+            for candidates in completer.complete_holes(requests[start : start + batch], k=RANK_CUTOFF):
+                out.append([c.text.decode("utf-8", "replace") for c in candidates])
+            bar.update(min(batch, len(requests) - start))
     return out
 
 
@@ -117,9 +122,12 @@ def evaluate_holes(
     language: str,
     count: int,
     seed: int,
+    fit_corpus: Path | None = None,
 ) -> dict[str, Any]:
+    """Hole metrics on `count` target leaves of `corpus`'s `split`; the train-frequency baseline counts the train
+    split of `fit_corpus` (the corpus the model learnt from; default `corpus`)."""
     holes = sample_eval_holes(corpus, split, language, completer.target_kinds, count, seed)
-    frequent = train_frequency(corpus, language, completer.target_kinds)
+    frequent = train_frequency(corpus if fit_corpus is None else fit_corpus, language, completer.target_kinds)
     in_vocab = [h.target in completer.vocab.values for h in holes]
     result: dict[str, Any] = {"holes": len(holes), "target_oov_rate": 100.0 * (1 - float(np.mean(in_vocab)))}
     for context in CONTEXTS:
@@ -128,12 +136,12 @@ def evaluate_holes(
         copyable = [h.target in texts for h, texts in zip(holes, visible, strict=True)]
         log.info("%s/%s: %d holes", language, context, len(holes))
         rankings = {
-            "model": model_rankings(completer, requests),
+            "model": model_rankings(completer, requests, desc=f"{language}/{context}: model"),
             "file_frequency": [[t for t, _ in Counter(texts).most_common(RANK_CUTOFF)] for texts in visible],
             "train_frequency": [frequent.get(h.kind, []) for h in holes],
         }
         if ablation is not None:
-            rankings["upward_only"] = model_rankings(ablation, requests)
+            rankings["upward_only"] = model_rankings(ablation, requests, desc=f"{language}/{context}: ablation")
         result[context] = {
             "copyable_share": 100.0 * float(np.mean(copyable)),
             "unpredictable_share": 100.0

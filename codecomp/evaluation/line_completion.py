@@ -1,4 +1,5 @@
-"""Line-completion tasks and their metrics: exact match, edit similarity, characters saved."""
+"""Where evaluation looks (sampled byte positions, line-completion tasks) and the line metrics: exact match,
+edit similarity, characters saved."""
 
 from __future__ import annotations
 
@@ -40,6 +41,18 @@ def sample_line_tasks(documents: Sequence[bytes], count: int, seed: int, min_lin
         end = start + length
         tasks.append(LineTask(index, documents[index][:cursor], documents[index][cursor:end]))
     return tasks
+
+
+def sample_positions(documents: Sequence[bytes], count: int, seed: int) -> list[tuple[int, int]]:
+    """(document, byte position) pairs drawn uniformly over all bytes of the documents, without repeats."""
+    sizes = np.array([len(d) for d in documents], dtype=np.int64)
+    total = int(sizes.sum())
+    if total == 0:
+        return []
+    flat = np.sort(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    doc = np.searchsorted(starts, flat, side="right") - 1
+    return [(int(d), int(f - starts[d])) for d, f in zip(doc, flat, strict=True)]
 
 
 def common_prefix_length(a: bytes, b: bytes) -> int:

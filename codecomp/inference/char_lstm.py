@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -189,30 +189,81 @@ class CharLSTMCompleter:
 
     @torch.inference_mode()
     def score(
-        self, documents: Sequence[bytes], language: str, batch_size: int = 16, chunk: int = 1024
+        self,
+        documents: Sequence[bytes],
+        language: str,
+        batch_size: int = 16,
+        chunk: int = 1024,
+        piece_bytes: int = 32768,
+        progress: Callable[[int], object] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For each document, per byte: bits to encode it given all bytes before it in the file,
-        and whether it was the most likely symbol. Documents are read in parallel, in chunks."""
-        results: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0, dtype=bool))] * len(documents)
-        order = sorted(range(len(documents)), key=lambda i: len(documents[i]))
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            sequences = [torch.from_numpy(encode_document(documents[i], language)[:-1]) for i in batch]
-            tokens = pad_sequence(sequences, batch_first=True, padding_value=PAD_ID).to(self.device)  # (B, L+1)
+        """For each document, per byte: bits to encode it given the bytes before it in the file, and whether it
+        was the most likely symbol.
+
+        Documents are cut into pieces of at most `piece_bytes`, sorted by length and read in batches of
+        `batch_size`, `chunk` steps at a time; so a batch holds pieces of about one length and a long file
+        does not pad a batch to its own length: time grows with the total bytes. A piece after a file's first
+        reads the `max_context` bytes before it first (unscored), as a served prefix longer than `max_context`
+        is read; a file's first piece (all of a file up to `piece_bytes`) is scored from the file start.
+
+        Args:
+            documents: whole files; `language` their language.
+            progress: called with the number of bytes scored after each batch (a progress bar's `update`).
+
+        Returns:
+            per document: bits (len,) float32 and correct (len,) bool.
+        """
+        results = [(np.zeros(len(d), dtype=np.float32), np.zeros(len(d), dtype=bool)) for d in documents]
+        pieces = sorted(_pieces(documents, language, piece_bytes, self.max_context), key=lambda p: len(p.tokens))
+        for start in range(0, len(pieces), batch_size):
+            batch = pieces[start : start + batch_size]
+            tokens = pad_sequence([p.tokens for p in batch], batch_first=True, padding_value=PAD_ID)  # (B, L+1)
+            tokens = tokens.to(self.device)
             bits, correct = [], []
             state = None
             for offset in range(0, tokens.shape[1] - 1, chunk):
                 inputs = tokens[:, offset : offset + chunk]
                 targets = tokens[:, offset + 1 : offset + chunk + 1]
                 logits, state = self.model(inputs[:, : targets.shape[1]], state)
-                log_probs = torch.log_softmax(logits.float(), dim=-1)
+                log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, chunk, V)
                 bits.append(-log_probs.gather(-1, targets[..., None])[..., 0] / math.log(2))
                 correct.append(log_probs.argmax(-1) == targets)
             all_bits, all_correct = torch.cat(bits, 1).cpu().numpy(), torch.cat(correct, 1).cpu().numpy()
-            for row, index in enumerate(batch):
-                n = len(documents[index])
-                results[index] = (all_bits[row, :n], all_correct[row, :n])
+            for row, piece in enumerate(batch):
+                scored = slice(piece.skip, len(piece.tokens) - 1)  # the targets of the piece's own bytes
+                end = piece.start + scored.stop - scored.start
+                results[piece.document][0][piece.start : end] = all_bits[row, scored]
+                results[piece.document][1][piece.start : end] = all_correct[row, scored]
+            if progress is not None:
+                progress(sum(len(p.tokens) - 1 - p.skip for p in batch))
         return results
+
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """Bytes [start, start + scored) of a document to score: `tokens` are read, each predicting the next; the
+    first `skip` predictions are context only."""
+
+    document: int
+    start: int
+    tokens: torch.Tensor  # (L + 1,) int64
+    skip: int
+
+
+def _pieces(documents: Sequence[bytes], language: str, piece_bytes: int, context: int) -> list[_Piece]:
+    """Every document cut into pieces of at most `piece_bytes`; a piece whose `context` bytes before it reach back
+    to the file start reads from the file start symbol, the others read those `context` bytes first."""
+    pieces, context = [], max(1, context)  # a piece not at the file start reads one byte at least
+    for index, document in enumerate(documents):
+        for start in range(0, len(document), max(1, piece_bytes)):
+            end = min(start + piece_bytes, len(document))
+            if start <= context:  # from the file start: predicts byte j from symbol j (file start, bytes)
+                tokens = torch.from_numpy(encode_document(document[:end], language)[:-1])
+                pieces.append(_Piece(index, start, tokens, start))
+            else:  # from `context` bytes back: predicts byte j from byte j - 1
+                tokens = torch.frombuffer(bytearray(document[start - context : end]), dtype=torch.uint8).long()
+                pieces.append(_Piece(index, start, tokens, context - 1))
+    return pieces
 
 
 class _Beams:

@@ -15,11 +15,13 @@ import torch
 from codecomp.checkpoint import CheckpointError, LoadedCheckpoint, load
 from codecomp.inference.char_lstm import CharLSTMCompleter
 from codecomp.inference.completer import Completer
+from codecomp.inference.ngram import NGramCompleter
 from codecomp.inference.tree_lstm import TreeLSTMCompleter
 
 FAMILIES: dict[str, type[Completer]] = {
     CharLSTMCompleter.family: CharLSTMCompleter,
     TreeLSTMCompleter.family: TreeLSTMCompleter,
+    NGramCompleter.family: NGramCompleter,
 }
 
 

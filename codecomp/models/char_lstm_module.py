@@ -35,6 +35,7 @@ class CharLSTMModule(CodecompModule):
     Args:
         embed_dim, hidden, layers, dropout: the CharLSTM's arguments.
         languages: the languages trained on (recorded in the checkpoint).
+        corpus: the corpus folder trained on (recorded in the checkpoint: evaluation fits its baselines on it).
         optimizer: a partial optimizer taking the parameters (Hydra `_partial_: true`).
         scheduler: an optional partial scheduler taking the optimizer; stepped on `val/loss`.
     """
@@ -46,6 +47,7 @@ class CharLSTMModule(CodecompModule):
         layers: int = 2,
         dropout: float = 0.1,
         languages: Sequence[str] = ("cpp", "javascript"),
+        corpus: str | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
@@ -54,6 +56,7 @@ class CharLSTMModule(CodecompModule):
         self.model_config = CharLSTMConfig(embed_dim, hidden, layers, dropout, VOCAB_SIZE)
         self.model = CharLSTM(self.model_config)
         self.languages = list(languages)
+        self.corpus = corpus
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)[0]
@@ -118,5 +121,5 @@ class CharLSTMModule(CodecompModule):
         """Make the checkpoint self-describing: serve and eval load it with no config at hand."""
         checkpoint_format.describe(
             checkpoint, FAMILY, dataclasses.asdict(self.model_config), self.languages,
-            {"kind": "bytes", "size": VOCAB_SIZE},
+            {"kind": "bytes", "size": VOCAB_SIZE}, corpus=self.corpus,
         )  # fmt: skip

@@ -25,11 +25,10 @@ Storage, per order k (contexts of k-1 symbols), all sorted int64 keys searched w
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,9 +39,9 @@ EOF: int = 256
 N_SYMBOLS: int = 257
 BOS: int = 257  # only ever in contexts
 _CTX_BASE = 258  # a context symbol is a byte or BOS
-_NEWLINE = ord("\n")
 _STATE_FORMAT = "codecomp.models.ngram.CharNGram/1"
 _FALLBACK_DISCOUNT = 0.75  # modified KN, where count-of-counts are too sparse to estimate a discount
+_DENSE_ROWS = 16384  # orders with at most this many contexts keep whole distributions: 33 MB at most each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +54,23 @@ class _Level:
     ctx_total: np.ndarray  # (N_ctx,) float64
     ctx_backoff: np.ndarray  # (N_ctx,) float64
     discounts: np.ndarray  # (4,) float64: the discount of a count 0, 1, 2, 3+
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lookup:
+    """What `distributions` reads per order, derived from a _Level once (not saved): each context's n-grams are
+    ng_keys[ctx_ptr[c] : ctx_ptr[c + 1]], since ng_keys are sorted by context first."""
+
+    ctx_ptr: np.ndarray  # (N_ctx + 1,) int64
+    ng_symbols: np.ndarray  # (N_ng,) int64, the predicted symbol of each n-gram
+    ng_mass: np.ndarray  # (N_ng,) float64, max(c - D(c), 0) / c(h): its discounted share of its context
+
+
+def _derive(level: _Level) -> _Lookup:
+    ctx_of = level.ng_keys // N_SYMBOLS
+    ctx_ptr = np.searchsorted(ctx_of, np.arange(len(level.ctx_keys) + 1))
+    mass = np.maximum(level.ng_counts - level.discounts[np.minimum(level.ng_counts, 3)], 0.0) / level.ctx_total[ctx_of]
+    return _Lookup(ctx_ptr, level.ng_keys % N_SYMBOLS, mass)
 
 
 class CharNGram:
@@ -74,14 +90,17 @@ class CharNGram:
         self.order = order
         self.discount = discount
         self._levels: list[_Level] | None = None
+        self._lookups: list[_Lookup] = []
+        self._dense: list[np.ndarray] = []  # see _dense_tables
 
     # ---------------------------------------------------------------- training
 
-    def fit(self, documents: Iterable[bytes]) -> CharNGram:
+    def fit(self, documents: Iterable[bytes], progress: Callable[[int], object] | None = None) -> CharNGram:
         """Count the n-grams of all orders in `documents`; callable once.
 
         Args:
             documents: whole documents, each scored as its bytes followed by EOF.
+            progress: called with 1 as each order is counted (a progress bar's `update`).
 
         Returns:
             self, fitted.
@@ -122,9 +141,11 @@ class CharNGram:
                 levels.append(self._level(prev_ctx_keys, prev_ng_keys, counts))
             starts_with_bos = (ctx_keys % _CTX_BASE == BOS) if k >= 2 else np.zeros(1, dtype=bool)
             previous = (ctx_keys, ng_keys, ng_ids, raw, starts_with_bos)
+            if progress is not None:
+                progress(1)
         assert previous is not None
         levels.append(self._level(previous[0], previous[1], previous[3]))
-        self._levels = levels
+        self._set_levels(levels)
         logger.info(
             "fit %d-gram model on %d symbols in %.1f s; n-grams per order %s",
             self.order,
@@ -158,25 +179,81 @@ class CharNGram:
         Returns:
             (257,) float64 probabilities of bytes 0..255 and EOF, summing to 1, all nonzero.
         """
-        levels = self._fitted()
+        return self.distributions(self.contexts([history]))[0]
+
+    def contexts(self, histories: Sequence[bytes]) -> np.ndarray:
+        """The contexts the model reads after each history: (B, order-1) int64 symbols, oldest first, padded on
+        the left with BOS where a history is shorter (the start of a document)."""
         pad = self.order - 1
-        tail = history[len(history) - pad :] if len(history) > pad else history
-        context = [BOS] * (pad - len(tail)) + list(tail)  # oldest first
-        probs = np.full(N_SYMBOLS, 1.0 / N_SYMBOLS)  # (257,)
-        ctx_id = 0
+        contexts = np.full((len(histories), pad), BOS, dtype=np.int64)
+        for row, history in enumerate(histories):
+            tail = history[len(history) - pad :] if len(history) > pad else history
+            if tail:
+                contexts[row, pad - len(tail) :] = np.frombuffer(tail, dtype=np.uint8)
+        return contexts
+
+    def distributions(self, contexts: np.ndarray) -> np.ndarray:
+        """The next-symbol probabilities after many contexts at once (the batched `distribution`).
+
+        The low orders, whose contexts are few, are tables of whole distributions computed once (`_dense`); a row
+        starts from the table of the longest of those orders its context was seen at. Each higher order is then
+        one vectorised step over the rows still seen: find the context, scale the row by its backoff weight
+        gamma(h), and add the discounted shares of the n-grams seen after it. The same floating-point operations
+        in the same order as one row at a time, so the results do not depend on the batch.
+
+        Args:
+            contexts: (B, order-1) int64 symbols, oldest first, BOS-padded (see `contexts`).
+
+        Returns:
+            (B, 257) float64 probabilities, each row summing to 1, all nonzero.
+        """
+        levels = self._fitted()
+        probs = np.empty((len(contexts), N_SYMBOLS))  # (B, 257)
+        rows = np.arange(len(contexts))  # (A,) rows whose context is seen at order k
+        ctx_ids = np.zeros(len(contexts), dtype=np.int64)  # (A,) their context ids at order k
+        for k in range(2, len(self._dense) + 1):
+            index, found = _lookup(levels[k - 1].ctx_keys, ctx_ids * _CTX_BASE + contexts[rows, -(k - 1)])
+            probs[rows[~found]] = self._dense[k - 2][ctx_ids[~found]]  # unseen at order k: order k-1 is final
+            rows, ctx_ids = rows[found], index[found]
+        probs[rows] = self._dense[-1][ctx_ids]
+        return self._refine(probs, contexts, rows, ctx_ids, len(self._dense) + 1, self.order)
+
+    def _refine(
+        self, probs: np.ndarray, contexts: np.ndarray, rows: np.ndarray, ctx_ids: np.ndarray, first: int, last: int
+    ) -> np.ndarray:
+        """Apply orders first..last to `probs` (B, 257) in place, where `rows` (A,) hold the distributions of
+        order first-1 and were seen at it with `ctx_ids` (A,); returns `probs`."""
+        levels = self._fitted()
+        for k in range(first, last + 1):
+            level, lookup = levels[k - 1], self._lookups[k - 1]
+            if k >= 2:
+                index, found = _lookup(level.ctx_keys, ctx_ids * _CTX_BASE + contexts[rows, -(k - 1)])
+                rows, ctx_ids = rows[found], index[found]
+                if not len(rows):
+                    break  # unseen here, so unseen at every higher order
+            ngrams, owner = concat_ranges(lookup.ctx_ptr[ctx_ids], lookup.ctx_ptr[ctx_ids + 1])  # (N,) each
+            probs[rows] *= level.ctx_backoff[ctx_ids][:, None]
+            # (row, symbol) pairs are distinct within an order, so a fancy-indexed += adds each once.
+            probs[rows[owner], lookup.ng_symbols[ngrams]] += lookup.ng_mass[ngrams]
+        return probs
+
+    def _dense_tables(self) -> list[np.ndarray]:
+        """Per order k = 1, 2, ... while its contexts are at most _DENSE_ROWS: the distribution after each of
+        its contexts, (N_ctx, 257), computed row by row as `_refine` would."""
+        levels, tables = self._fitted(), []
+        symbols = np.zeros((1, 0), dtype=np.int64)  # (N_ctx, k-1) each context of order k, oldest first
         for k, level in enumerate(levels, start=1):
             if k >= 2:
-                key = ctx_id * _CTX_BASE + context[-(k - 1)]
-                index = int(np.searchsorted(level.ctx_keys, key))
-                if index == len(level.ctx_keys) or level.ctx_keys[index] != key:
-                    break  # unseen here, so unseen at every higher order
-                ctx_id = index
-            lo, hi = np.searchsorted(level.ng_keys, (ctx_id * N_SYMBOLS, (ctx_id + 1) * N_SYMBOLS))
-            seen = level.ng_keys[lo:hi] - ctx_id * N_SYMBOLS
-            counts = level.ng_counts[lo:hi]
-            probs *= level.ctx_backoff[ctx_id]
-            probs[seen] += np.maximum(counts - level.discounts[np.minimum(counts, 3)], 0.0) / level.ctx_total[ctx_id]
-        return probs
+                parent, left = level.ctx_keys // _CTX_BASE, level.ctx_keys % _CTX_BASE
+                symbols = np.concatenate([left[:, None], symbols[parent]], axis=1)
+            if len(level.ctx_keys) > _DENSE_ROWS:
+                break
+            contexts = np.full((len(symbols), self.order - 1), BOS, dtype=np.int64)
+            contexts[:, self.order - k :] = symbols
+            start = np.full((len(symbols), N_SYMBOLS), 1.0 / N_SYMBOLS)
+            ids = np.zeros(len(symbols), dtype=np.int64)
+            tables.append(self._refine(start, contexts, np.arange(len(symbols)), ids, 1, k))
+        return tables
 
     def document_bits(self, document: bytes) -> np.ndarray:
         """The surprisal of every byte of a document given the bytes before it.
@@ -238,11 +315,33 @@ class CharNGram:
             raise ValueError(f"state has {len(state['levels'])} levels for order {model.order}")
         dtypes: dict[str, type[np.generic]] = {field.name: np.float64 for field in dataclasses.fields(_Level)}
         dtypes.update(ctx_keys=np.int64, ng_keys=np.int64, ng_counts=np.int64)
-        model._levels = [
-            _Level(**{name: np.asarray(level[name], dtype=dtype) for name, dtype in dtypes.items()})
-            for level in state["levels"]
-        ]
+        model._set_levels(
+            [
+                _Level(**{name: np.asarray(level[name], dtype=dtype) for name, dtype in dtypes.items()})
+                for level in state["levels"]
+            ]
+        )
         return model
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted tables as flat named arrays, "<order>.<table>" (e.g. "3.ng_keys"): a checkpoint's tensors."""
+        return {f"{k}.{name}": array for k, level in enumerate(self.to_state()["levels"], start=1)
+                for name, array in level.items()}  # fmt: skip
+
+    @classmethod
+    def from_arrays(cls, order: int, discount: float | None, arrays: Mapping[str, np.ndarray]) -> CharNGram:
+        """Rebuild a fitted model from `to_arrays()`'s output and its order and discount."""
+        names = [field.name for field in dataclasses.fields(_Level)]
+        try:
+            levels = [{name: arrays[f"{k}.{name}"] for name in names} for k in range(1, order + 1)]
+        except KeyError as missing:
+            raise ValueError(f"the arrays of a {order}-gram model lack {missing}") from None
+        return cls.from_state({"format": _STATE_FORMAT, "order": order, "discount": discount, "levels": levels})
+
+    def _set_levels(self, levels: list[_Level]) -> None:
+        self._levels = levels
+        self._lookups = [_derive(level) for level in levels]
+        self._dense = self._dense_tables()
 
 
 def _lookup(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -251,6 +350,14 @@ def _lookup(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return np.zeros(len(queries), dtype=np.int64), np.zeros(len(queries), dtype=bool)
     index = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
     return index, keys[index] == queries
+
+
+def concat_ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The integers of the ranges [starts[i], stops[i]) concatenated, (N,), and the range i each came from, (N,)."""
+    sizes = stops - starts
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    offsets = np.cumsum(sizes) - sizes  # where each range begins in the output
+    return starts[owner] + np.arange(int(sizes.sum())) - offsets[owner], owner
 
 
 def _modified_discounts(count_of_counts: np.ndarray) -> np.ndarray:
@@ -265,53 +372,3 @@ def _modified_discounts(count_of_counts: np.ndarray) -> np.ndarray:
         d = i - (i + 1) * y * n_next / n_i if n_i > 0 else math.nan
         discounts.append(d if 0.0 < d <= i else _FALLBACK_DISCOUNT)
     return np.array(discounts)
-
-
-# -------------------------------------------------------------------- completion
-
-
-def complete_line(
-    model: CharNGram, prefix: bytes, beam_size: int = 4, max_chars: int = 80, k: int = 1
-) -> list[tuple[bytes, float]]:
-    """Complete the current line by beam search over bytes.
-
-    A hypothesis ends when it emits b"\\n" or EOF (whose probability counts in its score; the newline is not part of
-    the text) or when its text reaches `max_chars` bytes. The same text ended by both newline and EOF is one
-    completion whose probability is the sum of the two.
-
-    Args:
-        model: a fitted model.
-        prefix: the document up to the cursor.
-        beam_size: live hypotheses kept per step, and symbols tried per hypothesis.
-        max_chars: the longest completion, in bytes.
-        k: how many completions to return.
-
-    Returns:
-        Up to k (completion bytes, natural-log probability) pairs, most probable first.
-    """
-    if beam_size < 1 or k < 1 or max_chars < 0:
-        raise ValueError(f"need beam_size >= 1, k >= 1, max_chars >= 0; got {beam_size}, {k}, {max_chars}")
-    keep = max(len(prefix) - (model.order - 1), 0)  # older bytes never matter; a short prefix stays a document start
-    history = prefix[keep:]
-    tries = min(beam_size, N_SYMBOLS)
-    finished: dict[bytes, float] = {}
-    beam: list[tuple[float, bytes]] = [(0.0, b"")]  # (log-probability, text)
-    for _ in range(max_chars):
-        candidates: list[tuple[float, bytes]] = []
-        for score, text in beam:
-            log_probs = np.log(model.distribution(history + text))  # (257,)
-            for symbol in map(int, np.argpartition(-log_probs, tries - 1)[:tries]):
-                total = score + float(log_probs[symbol])
-                if symbol in (_NEWLINE, EOF):
-                    finished[text] = float(np.logaddexp(finished[text], total)) if text in finished else total
-                else:
-                    candidates.append((total, text + bytes((symbol,))))
-        beam = heapq.nlargest(beam_size, candidates)
-        best_done = heapq.nlargest(k, finished.values())
-        # Scores only fall as text grows, so no live hypothesis can overtake the k best finished ones.
-        if not beam or (len(best_done) == k and beam[0][0] <= best_done[-1]):
-            beam = []
-            break
-    for score, text in beam:  # reached max_chars
-        finished.setdefault(text, score)
-    return sorted(finished.items(), key=lambda item: -item[1])[:k]

@@ -94,5 +94,5 @@ class TreeLSTMModule(CodecompModule):
         """Make the checkpoint self-describing: serve and eval load it with no config at hand."""
         checkpoint_format.describe(
             checkpoint, FAMILY, self.model_config, self.hparams["languages"], self.vocab.to_json(),
-            target_kinds=self.target_kinds,
+            corpus=self.hparams["corpus"], target_kinds=self.target_kinds,
         )  # fmt: skip

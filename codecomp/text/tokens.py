@@ -14,6 +14,15 @@ import re
 WORD_BYTE = rb"[A-Za-z0-9_$\x80-\xff]"  # a byte of a name or number (any byte of a non-ASCII UTF-8 name)
 WORD = re.compile(rb"[A-Za-z_$\x80-\xff]" + WORD_BYTE + rb"*")  # a name
 
+# Where a token is being typed: after a word byte, or a member access (`.`, `->`, `::`) that starts one.
+AT_TOKEN = re.compile(rb"(?:" + WORD_BYTE + rb"|\.|->|::)\Z")
+
+
+def at_token(prefix: bytes) -> bool:
+    """Whether a token is being typed at the end of `prefix` (a token model has something to say)."""
+    return AT_TOKEN.search(prefix[-2:]) is not None
+
+
 # A run of word bytes (a name or number, `2.5` is three tokens), or any other non-space byte by itself.
 CODE_TOKEN = re.compile(WORD_BYTE + rb"+|\S")
 

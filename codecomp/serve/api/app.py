@@ -1,81 +1,62 @@
-"""The HTTP API, compatible with Tabby's completion API so editor plugins built for it connect.
+"""The HTTP API, compatible with Tabby's completion API so its editor clients connect with only their endpoint set.
 
-    POST /v1/completions  {language, segments: {prefix, suffix, filepath?}, user?}  (or {language, document, cursor})
+    POST /v1/completions  {language?, segments: {prefix, suffix?, filepath?, git_url?}, user?}  (or document, cursor)
     POST /v1/events       {type: view|select|dismiss, completion_id, choice_index}
-    GET  /v1/health, GET /v1/models, GET /metrics (Prometheus); OpenAPI at /docs.
+    GET|POST /v1/health, GET /v1/models, GET /metrics (Prometheus text); OpenAPI at /docs and /openapi.json.
 
-Bad input gets a 4xx with `{"error": ...}`, never a 5xx: malformed JSON, wrong types, an unknown
-language, an oversized body, text that is not UTF-8, a cursor outside the document.
+A language no model serves gets 200 with no choices and the reason, as does a request that names none
+(its file's extension decides, when it has one): Tabby's clients take any error as a broken server. Bad
+input gets a 4xx with `{"error": ...}`, never a 5xx: malformed JSON, wrong types, an oversized or stalled
+body, text that is not UTF-8, a cursor outside the document. With a token set, every /v1 path needs it.
+The OpenAPI document lists all of it (`schemas.complete_document`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
+import hashlib
 import logging
-import os
-import platform
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from codecomp.serve.api.server import LANGUAGE_ALIASES, Server
+from codecomp.serve.api import languages
+from codecomp.serve.api.arrival import ArrivalStamp
+from codecomp.serve.api.health import HealthOut, health_of, package_version
+from codecomp.serve.api.middleware import BearerToken, BodyLimit
+from codecomp.serve.api.schemas import ChoiceOut, CompletionBody, CompletionOut, complete_document, error_responses
+from codecomp.serve.api.server import Server
 from codecomp.serve.service.completion import CompletionInput, Overloaded
 from codecomp.serve.service.feedback import Event
 
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
-GUARDED_PATHS = frozenset({"/v1/completions", "/v1/events", "/v1/models"})  # with a bearer token configured
-
-
-class Segments(BaseModel):
-    prefix: str = ""
-    suffix: str = ""
-    filepath: str | None = None
-
-
-class CompletionBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # Tabby clients send more (git_url, declarations, ...)
-
-    language: str
-    segments: Segments | None = None
-    document: str | None = Field(None, description="instead of segments: the whole document ...")
-    cursor: StrictInt | None = Field(None, description="... and the cursor, a UTF-8 byte offset into it")
-    user: str | None = None
-    deadline_ms: float | None = Field(None, gt=0, description="answer within this (at most the objective)")
-
-
-class ChoiceOut(BaseModel):
-    index: int
-    text: str
-    score: float  # natural-log probability under its model
-    model: str
-
-
-class CompletionOut(BaseModel):
-    id: str
-    choices: list[ChoiceOut]
-    models: dict[str, str]
-    cache: dict[str, str]
-    degraded: bool
-    light: bool
-    latency_ms: float
+GUARDED = ("/v1/",)  # every path under it needs the bearer token, when one is set (health too)
+DESCRIPTION = (
+    "Tabby's completion API, and codecomp's own fields beside it. A path that does not exist answers 404, a "
+    'method a path lacks 405, both with `{"error": ...}`.'
+)
 
 
 class EventBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # strict: `"elapsed": false` is not 0 ms
 
     type: Literal["view", "select", "dismiss"]
     completion_id: str
-    choice_index: int = Field(ge=0)
+    choice_index: int | None = Field(
+        None, ge=0, lt=2**31, description="the choice the event is about (none: the whole list)"
+    )
+    select_kind: Literal["line"] | None = Field(None, description="Tabby's: 'line' when only a line was accepted")
+    view_id: str | None = Field(None, description="Tabby's: the view the event belongs to")
+    elapsed: float | None = Field(None, ge=0, description="Tabby's: milliseconds from view to this event")
 
 
 class BadRequest(Exception):
@@ -95,21 +76,27 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
         if manage_lifecycle:
             await server.stop()
 
-    app = FastAPI(title="codecomp", version=VERSION, lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=server.config.max_body_bytes)
-    if server.config.token:  # added last, so it runs first: before the body is read, sized or parsed
-        app.add_middleware(BearerToken, token=server.config.token, paths=GUARDED_PATHS)
+    app = FastAPI(title="codecomp", version=package_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=server.config.max_body_bytes, timeout_s=server.config.body_timeout_s)
+    if server.config.token:  # added late, so it runs early: before the body is read, sized or parsed
+        app.add_middleware(BearerToken, token=server.config.token, prefixes=GUARDED)
+    app.add_middleware(ArrivalStamp)  # added last, so it runs first: a request's deadline counts from here
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, error: BadRequest) -> JSONResponse:
         return JSONResponse({"error": error.message}, status_code=error.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         message = (
             "the body is not valid JSON (or not UTF-8)" if "parsing the body" in str(error.detail) else error.detail
         )
-        return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
+        headers = error.headers
+        if error.status_code == 405:  # Starlette names one route's methods; a path may have a route per method
+            partial = [route for route in app.routes if route.matches(request.scope)[0] == Match.PARTIAL]
+            methods = {method for route in partial for method in getattr(route, "methods", None) or ()}
+            headers = {"Allow": ", ".join(sorted(methods))}
+        return JSONResponse({"error": message}, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -119,10 +106,32 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
         detail = [{"field": ".".join(str(part) for part in p["loc"][1:]), "problem": p["msg"]} for p in problems]
         return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
 
-    @app.post("/v1/completions", response_model=CompletionOut)
-    async def completions(body: CompletionBody) -> Any:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete_document(
+                FastAPI.openapi(app), languages.described(server.languages), bool(server.config.token)
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.post(
+        "/v1/completions",
+        response_model=CompletionOut,
+        responses=error_responses(400, 422, 503),
+        operation_id="completion",
+    )
+    async def completions(body: CompletionBody, request: Request) -> Any:
+        started = time.monotonic()
+        filepath = body.segments.filepath if body.segments is not None else None
+        resolved = languages.resolve(body.language, filepath, server.languages)
+        completion = _completion_input(body, resolved.language or "", _client(body, request))
+        if resolved.language is None:  # checked like any other, then answered with the reason
+            return CompletionOut(id=f"cmpl-{uuid.uuid4().hex}", choices=[], models={}, cache={}, degraded=False,
+                                 light=False, latency_ms=(time.monotonic() - started) * 1000, language=None,
+                                 reason=resolved.reason)  # fmt: skip
         try:
-            output = await server.service.complete(_completion_input(body, server.languages))
+            output = await server.service.complete(completion)
         except Overloaded as error:
             return JSONResponse({"error": f"overloaded: {error}"}, status_code=503, headers={"Retry-After": "1"})
         choices = [
@@ -130,35 +139,25 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
         ]
         return CompletionOut(
             id=output.id, choices=choices, models=output.models, cache=output.cache, degraded=output.degraded,
-            light=output.light, latency_ms=output.latency_ms,
+            light=output.light, latency_ms=output.latency_ms, language=resolved.language, reason=None,
         )  # fmt: skip
 
-    @app.post("/v1/events")
+    @app.post("/v1/events", operation_id="event", responses=error_responses(400, 422))
     async def events(body: EventBody) -> dict[str, Any]:
-        served = server.service.recent.get(body.completion_id)
-        if served is None:
-            raise BadRequest(404, f"no recent completion {body.completion_id!r}")
-        if body.choice_index >= len(served.choices):
-            raise BadRequest(422, f"completion {body.completion_id} has {len(served.choices)} choices")
-        choice = served.choices[body.choice_index]
-        event = Event(body.type, body.completion_id, body.choice_index, served.user, served.language, choice.model,
-                      choice.text)  # fmt: skip
-        row = await asyncio.to_thread(server.store.add, event)  # a disk write: off the event loop
-        return {"stored": row}
+        """Stored and learned from; an event for a completion the server no longer remembers (after a restart,
+        or an old one) is stored and acknowledged too, as Tabby does, with `known: false`."""
+        event = Event(body.type, body.completion_id, body.choice_index, select_kind=body.select_kind,
+                      view_id=body.view_id, elapsed=body.elapsed)  # fmt: skip
+        try:
+            row, known = await server.service.feedback(event)
+        except ValueError as error:
+            raise BadRequest(422, str(error)) from None
+        return {"stored": row, "known": known}
 
-    @app.get("/v1/health")
-    async def health() -> dict[str, Any]:
-        models = {
-            name: {"family": e.family, "version": e.version, "replicas": e.live_replicas, "queue": len(e.queue)}
-            for name, e in server.endpoints.items()
-        }
-        ok = all(e.live_replicas > 0 for e in server.endpoints.values())
-        # Tabby's health fields first (its editor plugins read them on connect), then ours.
-        return {
-            "model": ",".join(models), "device": "cpu", "arch": platform.machine(), "cpu_info": platform.processor(),
-            "cpu_count": os.cpu_count(), "cuda_devices": [], "version": {"git_describe": f"codecomp {VERSION}"},
-            "status": "ok" if ok else "degraded", "models": models,
-        }  # fmt: skip
+    @app.get("/v1/health", response_model=HealthOut, operation_id="health")
+    @app.post("/v1/health", response_model=HealthOut, operation_id="health_post")  # Tabby's clients before 0.3
+    async def health() -> HealthOut:
+        return health_of(server)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -168,22 +167,20 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
                         for r in endpoint.replicas.values()]  # fmt: skip
             described.append({"name": name, "family": endpoint.family, "version": endpoint.version,
                               "languages": list(model.languages), "replicas": replicas})  # fmt: skip
-        return {"models": described, "caches": server.service.cache_stats()}
+        return {"models": described, "caches": server.service.cache_stats(),
+                "selection": server.service.selection_stats()}  # fmt: skip
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
-def _completion_input(body: CompletionBody, languages: list[str]) -> CompletionInput:
-    language = LANGUAGE_ALIASES.get(body.language.lower())
-    if language not in languages:
-        raise BadRequest(400, f"unsupported language {body.language!r}; served: {', '.join(languages)}")
+def _completion_input(body: CompletionBody, language: str, client: str) -> CompletionInput:
     try:
         if body.segments is not None:
-            prefix, suffix = body.segments.prefix.encode(), body.segments.suffix.encode()
+            prefix, suffix = body.segments.prefix.encode(), (body.segments.suffix or "").encode()
         elif body.document is not None and body.cursor is not None:
             document = body.document.encode()
             if not 0 <= body.cursor <= len(document):
@@ -196,83 +193,21 @@ def _completion_input(body: CompletionBody, languages: list[str]) -> CompletionI
         raise BadRequest(
             400, "the text is not valid UTF-8 (a lone surrogate, or a cursor inside a character)"
         ) from None
-    filepath = body.segments.filepath if body.segments is not None and body.segments.filepath else ""
+    segments = body.segments
+    filepath = "/".join(filter(None, (segments.git_url, segments.filepath))) if segments is not None else ""
     user = body.user or "anonymous"
     try:
         (user + filepath).encode()
     except UnicodeError:
-        raise BadRequest(400, "user or filepath is not valid UTF-8 (a lone surrogate)") from None
-    return CompletionInput(language, prefix, suffix, user, filepath, body.deadline_ms)
+        raise BadRequest(400, "user or filepath (or git_url) is not valid UTF-8 (a lone surrogate)") from None
+    return CompletionInput(language, prefix, suffix, user, filepath, body.deadline_ms, client)
 
 
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
-
-
-class BodyLimit:
-    """Refuses a body over `max_bytes` with 413, by its Content-Length or as it streams in.
-
-    The body is read here, up to the bound, and handed on whole: a limit raised from inside the
-    app's own read would come out as the framework's 400.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            await self._refuse(send)
-            return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal delivered
-            if delivered:
-                return await receive()  # after the body: the disconnect, when it comes
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Any) -> None:
-        await _send_error(send, 413, "the body is too large (or its Content-Length is not a number)")
-
-
-class BearerToken:
-    """Refuses a request to one of `paths` without `Authorization: Bearer <token>` with 401, before its body
-    is read: a caller without the token learns nothing about what the body should be."""
-
-    def __init__(self, app: ASGIApp, token: str, paths: frozenset[str]) -> None:
-        self.app, self.expected, self.paths = app, f"Bearer {token}".encode(), paths
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not secrets.compare_digest(given, self.expected):
-                await _send_error(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
-                return
-        await self.app(scope, receive, send)
-
-
-async def _send_error(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A JSON `{"error": message}` response, sent from ASGI middleware."""
-    body = json.dumps({"error": message}).encode()
-    fields = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]
-    await send({"type": "http.response.start", "status": status, "headers": fields})
-    await send({"type": "http.response.body", "body": body})
+def _client(body: CompletionBody, request: Request) -> str:
+    """Who asks, for a request that names no user: the connection's host and the client program (its
+    User-Agent, hashed), so that anonymous editors keep sessions of their own."""
+    if body.user:
+        return ""
+    host = request.client.host if request.client is not None else "?"
+    agent = request.headers.get("user-agent", "").encode(errors="replace")
+    return f"{host}/{hashlib.blake2b(agent, digest_size=6).hexdigest()}"

@@ -42,6 +42,7 @@ class ModelConfig:
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the container runner's own
     trigger: str = "always"  # or "token": asked only where a token is being typed
+    warmup_batch: int = 8  # a new container first answers dummy batches of 1, 2, 4, ... up to this size (0: none)
 
 
 @dataclasses.dataclass
@@ -51,11 +52,12 @@ class ServerConfig:
     models: dict[str, ModelConfig]
     host: str = "127.0.0.1"
     port: int = 8000
-    token: str | None = None  # bearer token required on /v1 (health excepted) when set
+    token: str | None = None  # bearer token required on every /v1 path (health too) when set
     container_address: str = "tcp://127.0.0.1:0"  # where containers connect; port 0: any free port
     heartbeat_s: float = 0.2
     heartbeat_timeout_s: float = 1.0
     max_body_bytes: int = 4_000_000
+    body_timeout_s: float = 10.0  # a body not whole by then is refused (408) and its connection closed
     store_path: str = "serve_state/feedback.sqlite"
     service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
 

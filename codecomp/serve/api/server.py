@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
@@ -17,12 +16,6 @@ from codecomp.serve.service.completion import CompletionService
 from codecomp.serve.service.feedback import FeedbackStore
 
 log = logging.getLogger(__name__)
-
-# Editors name languages their own way (VS Code ids, file extensions); the models know two.
-LANGUAGE_ALIASES = {
-    "javascript": "javascript", "javascriptreact": "javascript", "js": "javascript", "jsx": "javascript",
-    "mjs": "javascript", "cpp": "cpp", "c++": "cpp", "cc": "cpp", "cxx": "cpp", "hpp": "cpp",
-}  # fmt: skip
 
 
 class Server:
@@ -50,14 +43,15 @@ class Server:
                 languages.setdefault(language, []).append(name)
         self.transport = transport if transport is not None else ZmqRouter(config.container_address)
         self.dispatcher = Dispatcher(self.transport, self.endpoints, self.metrics, config.heartbeat_timeout_s)
-        self.service = CompletionService(self.endpoints, languages, config.service, self.metrics)
         self.store = FeedbackStore(config.store_path)
+        self.service = CompletionService(self.endpoints, languages, config.service, self.metrics, self.store)
         self.supervisor: Supervisor | None = None
-        self._lag_watch: asyncio.Task[None] | None = None
         if supervise:
             address = getattr(self.transport, "address", "")
             specs = [
-                ContainerSpec(name, m.checkpoint, m.replicas, m.threads, m.settings)
+                ContainerSpec(
+                    name, m.checkpoint, m.replicas, m.threads, m.settings, m.warmup_batch, wire_options(m.options)
+                )
                 for name, m in config.models.items()
             ]
             self.supervisor = Supervisor(self.dispatcher, address, specs, self.metrics, config.heartbeat_s)
@@ -68,7 +62,6 @@ class Server:
 
     async def start(self, ready_timeout_s: float = 120.0) -> None:
         await self.dispatcher.start()
-        self._lag_watch = asyncio.create_task(self.service.watch_loop_lag())
         try:
             if self.supervisor is not None:
                 self.supervisor.start()
@@ -78,12 +71,11 @@ class Server:
             raise
 
     async def stop(self) -> None:
-        if self._lag_watch is not None:
-            self._lag_watch.cancel()
         await self.dispatcher.stop()
         if self.supervisor is not None:
             await self.supervisor.stop()
         self.transport.close()
+        await self.service.drain()
         self.store.close()
 
 

@@ -45,8 +45,13 @@ class ContainerCore:
             log.exception("batch %s failed", message.batch)
             return protocol.pack(protocol.Error(batch=message.batch, message=f"{type(error).__name__}: {error}"))
         now = time.monotonic()
-        # An answer with unfinished lines whose deadline has passed was cut short by it.
-        cut_short = [now >= d and any(not c.complete for c in r) for d, r in zip(deadlines, results, strict=True)]
+        # Cut short: its deadline has passed and stopped a line before the byte bound did (a line at
+        # `max_chars` bytes is as whole as the model would ever make it, however late it ended).
+        bound = message.options.max_chars
+        cut_short = [
+            now >= d and any(not c.complete and len(c.text) < bound for c in r)
+            for d, r in zip(deadlines, results, strict=True)
+        ]
         return protocol.pack(
             protocol.Result(batch=message.batch, results=results, compute_ms=(now - received_at) * 1000,
                             cut_short=cut_short)

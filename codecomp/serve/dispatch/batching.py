@@ -2,14 +2,17 @@
 
 Every replica of a model takes batches from the model's one queue, earliest deadline first; each
 replica keeps its own batch size, grown additively while its measured batch latency stays under the
-objective and cut by a fraction when it goes over. Requests whose deadline has passed are dropped
-before a batch forms, and a full queue refuses new work at once instead of letting latency grow.
+objective and cut by a fraction when it goes over. A worker may `claim` requests: its own first, then
+spare ones to fill its batch, leaving the rest to their own workers (the dispatcher's session
+affinity). Requests whose deadline has passed are dropped before a batch forms, and a full queue
+refuses new work at once instead of letting latency grow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import heapq
 import itertools
 import time
@@ -31,6 +34,14 @@ class DeadlineExpired(Exception):
 class Retry(Exception):
     """Raised by a batch's `predict` when this worker could not compute it but another may (its replica
     died): the batch's requests go back into the queue instead of failing."""
+
+
+class Claim(enum.Enum):
+    """What a worker that takes from a shared queue makes of one request."""
+
+    OWN = "own"  # its own: taken first
+    SPARE = "spare"  # another worker's, which may take long to come: taken when there is room in the batch
+    NOT_OURS = "not ours"  # left for the worker it belongs to
 
 
 @dataclasses.dataclass(order=True)
@@ -88,35 +99,61 @@ class DeadlineQueue(Generic[Item, Result]):
             pending.future.set_exception(DeadlineExpired("deadline passed before a batch formed"))
             self.expired += 1
 
-    async def take(self, max_items: int, wait_s: float = 0.0) -> list[Pending[Item, Result]]:
+    async def take(
+        self, max_items: int, wait_s: float = 0.0, claim: Callable[[Item], Claim] | None = None
+    ) -> list[Pending[Item, Result]]:
         """Wait for work, then return up to `max_items` live requests, earliest deadline first.
 
         After the first request is there, waits up to `wait_s` more for the batch to fill.
         Requests whose deadline has passed, or whose caller gave up, are dropped on the way.
+        With `claim`, the batch is the worker's own requests (earliest deadline first), then spare
+        ones while there is room; it waits while there is neither (`notify` wakes it to look again).
         """
         if max_items < 1:
             raise ValueError(f"max_items must be positive, got {max_items}")
         while True:
             self._drop_dead()
-            if not self._heap:
+            if not self._takeable(claim):
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if wait_s > 0 and len(self._heap) < max_items:
+            if wait_s > 0 and self._takeable(claim) < max_items:
                 fill_by = self.clock() + wait_s
-                while len(self._heap) < max_items and (remaining := fill_by - self.clock()) > 0:
+                while self._takeable(claim) < max_items and (remaining := fill_by - self.clock()) > 0:
                     self._arrived.clear()
                     try:
                         await asyncio.wait_for(self._arrived.wait(), remaining)
                     except TimeoutError:
                         break
                 self._drop_dead()
-            batch = [heapq.heappop(self._heap) for _ in range(min(max_items, len(self._heap)))]
+            batch = self._pop(max_items, claim)
             for pending in batch:
                 if pending.timer is not None:
                     pending.timer.cancel()  # being computed now: it is answered, late or not
             if batch:
                 return batch
+
+    def notify(self) -> None:
+        """Wake the waiting workers to look again: what they may claim has changed."""
+        self._arrived.set()
+
+    def _takeable(self, claim: Callable[[Item], Claim] | None) -> int:
+        if claim is None:
+            return len(self._heap)
+        return sum(claim(pending.item) is not Claim.NOT_OURS for pending in self._heap)
+
+    def _pop(self, max_items: int, claim: Callable[[Item], Claim] | None) -> list[Pending[Item, Result]]:
+        if claim is None:
+            return [heapq.heappop(self._heap) for _ in range(min(max_items, len(self._heap)))]
+        ranked = [(claim(pending.item), pending) for pending in sorted(self._heap)]  # earliest deadline first
+        own = [pending for verdict, pending in ranked if verdict is Claim.OWN]
+        spare = [pending for verdict, pending in ranked if verdict is Claim.SPARE]
+        batch = (own + spare)[:max_items]
+        if batch:
+            taken = {id(pending) for pending in batch}
+            self._heap = [pending for pending in self._heap if id(pending) not in taken]
+            heapq.heapify(self._heap)
+        return batch
 
     def requeue(self, batch: Sequence[Pending[Item, Result]]) -> None:
         """Put taken requests back, past the bound if need be: they were admitted once already."""

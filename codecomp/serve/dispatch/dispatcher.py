@@ -2,8 +2,11 @@
 
 Containers announce themselves (hello, then heartbeats) over the router transport; each live replica
 gets a worker that takes batches from its model's queue with its own AIMD batch size and sends them
-over RPC. A replica that stops beating, or whose process dies, is dropped: its batch in flight goes
-back into the queue for another replica, or expires there at its deadline.
+over RPC. Each editing session has a home replica (rendezvous hashing over the live ones), which holds
+its prefix state: a worker takes its own sessions' requests first, and others' only to fill its batch
+while their home is busy. A replica that stops beating, or whose process dies, is dropped: its batch
+in flight goes back into the queue for another replica, or expires there at its deadline, and its
+sessions find new homes.
 """
 
 from __future__ import annotations
@@ -11,21 +14,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import itertools
 import logging
-import re
 import time
 
 import zmq
 
 from codecomp.serve import protocol
-from codecomp.serve.dispatch.batching import AIMDBatchSize, DeadlineQueue, QueueFull, Retry, run_batch
+from codecomp.serve.dispatch.batching import AIMDBatchSize, Claim, DeadlineQueue, QueueFull, Retry, run_batch
 from codecomp.serve.dispatch.metrics import Metrics
 from codecomp.serve.dispatch.transport import RouterTransport
 from codecomp.serve.protocol import Options, WireCandidate, WireRequest
-from codecomp.text.tokens import WORD_BYTE
+from codecomp.text.tokens import at_token
 
 log = logging.getLogger(__name__)
+_HOMES_KEPT = 100_000  # sessions whose home replica is remembered (recomputed when forgotten)
 
 
 class ReplicaLost(Retry):
@@ -80,10 +85,6 @@ class Replica:
     busy: bool = False  # computing a batch
 
 
-# Where a token is being typed: after a word character, or a member access that starts one.
-_AT_TOKEN = re.compile(rb"(?:" + WORD_BYTE + rb"|\.|->|::)\Z")
-
-
 class ModelEndpoint:
     """One served model: its queue, its replicas and their workers.
 
@@ -103,6 +104,7 @@ class ModelEndpoint:
         self.replicas: dict[bytes, Replica] = {}
         self.version = ""
         self.family = ""
+        self._homes: dict[str, bytes] = {}  # session -> home replica, for the present set of replicas
 
     def submit(self, request: Query, deadline: float) -> asyncio.Future[ModelAnswer]:
         """Queue a request; raises QueueFull at the bound, or when the queue ahead of it would take the
@@ -116,8 +118,34 @@ class ModelEndpoint:
         self.metrics.queue_depth.labels(self.name).set(len(self.queue))
         return future
 
+    def home(self, session: str) -> bytes | None:
+        """The live replica a session's requests go to (None: no session, or no replica). Rendezvous
+        hashing: when a replica goes, only its sessions move; a new one takes a fair share of them."""
+        home = self._homes.get(session)
+        if home is None and session and self.replicas:
+            key = session.encode("utf-8", "surrogatepass") + b"\0"
+            home = max(self.replicas, key=lambda identity: hashlib.blake2b(key + identity, digest_size=8).digest())
+            if len(self._homes) >= _HOMES_KEPT:
+                self._homes.clear()
+            self._homes[session] = home
+        return home
+
+    def claim(self, replica: Replica, query: Query) -> Claim:
+        """What `replica`'s worker makes of a queued request: its own session's; spare (its home is busy
+        with a batch, or gone), taken when there is room; or another idle replica's, left to it."""
+        home = self.home(query.session)
+        if home is None or home == replica.identity:
+            return Claim.OWN
+        owner = self.replicas.get(home)
+        return Claim.SPARE if owner is None or owner.busy else Claim.NOT_OURS
+
+    def replicas_changed(self) -> None:
+        """A replica joined or left: sessions find their homes again, and waiting workers look again."""
+        self._homes.clear()
+        self.queue.notify()
+
     def applies(self, prefix: bytes) -> bool:
-        return self.trigger == "always" or _AT_TOKEN.search(prefix[-2:]) is not None
+        return self.trigger == "always" or at_token(prefix)
 
     @property
     def live_replicas(self) -> int:
@@ -199,6 +227,7 @@ class Dispatcher:
         self.replicas[peer] = endpoint.replicas[peer] = replica
         endpoint.version, endpoint.family = replica.version, replica.family
         replica.worker = asyncio.create_task(self._work(endpoint, replica))
+        endpoint.replicas_changed()
         self.metrics.replicas.labels(endpoint.name).set(endpoint.live_replicas)
         log.info("replica %s of %s joined (pid %d)", peer.decode(errors="replace"), endpoint.name, replica.pid)
 
@@ -217,6 +246,7 @@ class Dispatcher:
                     future.set_exception(ReplicaLost(reason))
         if replica.worker is not None and not replica.busy:
             replica.worker.cancel()  # idle in the queue; a busy one stops after its batch (and requeues it)
+        endpoint.replicas_changed()  # its sessions move to the others
         self.metrics.replicas.labels(endpoint.name).set(endpoint.live_replicas)
         log.warning("replica %s of %s lost: %s", identity.decode(errors="replace"), replica.model, reason)
 
@@ -232,12 +262,15 @@ class Dispatcher:
 
     async def _work(self, endpoint: ModelEndpoint, replica: Replica) -> None:
         queue = endpoint.queue
+        claim = functools.partial(endpoint.claim, replica)
         while replica.alive:
-            batch = await queue.take(replica.aimd.size, endpoint.batching.wait_ms / 1000)
+            batch = await queue.take(replica.aimd.size, endpoint.batching.wait_ms / 1000, claim)
             replica.busy = True  # from here on `lose` leaves the worker to requeue its batch
             if not replica.alive:
                 queue.requeue(batch)
                 return
+            if len(queue):
+                queue.notify()  # what is left of its sessions' requests is spare for idle replicas now
             light = len(queue) > endpoint.batching.light_at * endpoint.batching.max_queue
             options = endpoint.light if light else endpoint.options
             self.metrics.queue_depth.labels(endpoint.name).set(len(queue))

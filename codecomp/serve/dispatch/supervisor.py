@@ -3,6 +3,7 @@
 Processes come from a forkserver that has imported torch and the completers once, so a restart
 costs a fork and a checkpoint load (well under the 2 s budget) instead of a fresh interpreter. The
 frontend itself never imports the container code (nor torch): the forkserver does, by module name.
+Every process started here dies with the frontend, however the frontend dies (`codecomp.serve.lifeline`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from codecomp.serve import lifeline
 from codecomp.serve.dispatch.dispatcher import Dispatcher
 from codecomp.serve.dispatch.metrics import Metrics
+from codecomp.serve.protocol import Options
 
 log = logging.getLogger(__name__)
-CONTAINER_MODULE = "codecomp.serve.container.process"  # imported by the forkserver, never by the frontend
+# Imported by the forkserver, never by the frontend: first the one that ties the forkserver to the frontend.
+FORKSERVER_MODULE = "codecomp.serve.container.forkserver"
+CONTAINER_MODULE = "codecomp.serve.container.process"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +36,8 @@ class ContainerSpec:
     replicas: int = 1
     threads: int = 1
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # passed to the container's runner
+    warmup_batch: int = 0  # before its hello a container answers dummy batches of 1, 2, 4, ... up to this size
+    options: Options | None = None  # the model's options, for the warm-up's shapes
 
 
 @dataclasses.dataclass
@@ -48,7 +55,7 @@ class _Slot:
 
 def _context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([CONTAINER_MODULE])
+    context.set_forkserver_preload([FORKSERVER_MODULE, CONTAINER_MODULE])
     return context
 
 
@@ -77,6 +84,9 @@ class Supervisor:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Start every container. Call it from the event loop's thread: the forkserver dies with the thread
+        that starts it (the parent-death signal), and this one lives as long as the frontend."""
+        lifeline.mark_parent()
         for slot in self.slots:
             self._spawn(slot)
         self._task = asyncio.create_task(self._loop())
@@ -122,6 +132,8 @@ class Supervisor:
                 "heartbeat_s": self.heartbeat_s,
                 "threads": slot.spec.threads,
                 "exit_with_parent": True,
+                "warmup_batch": slot.spec.warmup_batch,
+                "options": slot.spec.options,
                 **slot.spec.settings,
             },
             name=f"codecomp-container-{slot.identity.decode()}",

@@ -8,7 +8,6 @@ A model still computing at the deadline is not cancelled: its answer still fills
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import functools
 import logging
@@ -21,8 +20,13 @@ from codecomp.serve.dispatch.dispatcher import ModelAnswer, ModelEndpoint, Query
 from codecomp.serve.dispatch.metrics import Metrics
 from codecomp.serve.protocol import WireCandidate
 from codecomp.serve.service.approx_cache import ApproximateCache
+from codecomp.serve.service.arrival import arrival_time
 from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key
-from codecomp.serve.service.selection import Choice, FixedInterleave, SelectionPolicy
+from codecomp.serve.service.correction import Correction, features
+from codecomp.serve.service.feedback import Event, FeedbackStore, StateRow
+from codecomp.serve.service.learning import FeedbackLearner, Shown, StateKey
+from codecomp.serve.service.overlap import trim_candidates
+from codecomp.serve.service.selection import GLOBAL, Choice, Ranking, SelectionConfig, make_policy
 from codecomp.text.digest import digest
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ class CompletionInput:
     user: str = "anonymous"
     filepath: str = ""
     deadline_ms: float | None = None  # at most the objective
+    client: str = ""  # set when no user is named: the connection's host and client program, to tell editors apart
 
     # Hashed once per request, however many models and caches look at them (files can be large).
     @functools.cached_property
@@ -49,6 +54,18 @@ class CompletionInput:
     @functools.cached_property
     def suffix_digest(self) -> bytes:
         return digest((self.suffix,))
+
+    @functools.cached_property
+    def session(self) -> str:
+        """The editing session: a line model's prefix state and the feedback's supersede rule follow it.
+
+        Editors that name no user are told apart by `client`, and documents without a path by their first
+        line, so two of them do not share one session and evict each other's prefix state."""
+        who = f"{self.user}@{self.client}" if self.client else self.user
+        line_end = self.prefix.find(b"\n", 0, 256)
+        head = self.prefix[:line_end] if line_end >= 0 else self.prefix[:256] if len(self.prefix) >= 256 else b""
+        where = self.filepath or f"head:{digest((head,)).hex()[:16]}"  # the first line: stable while typing below it
+        return f"{who}\0{where}\0{self.language}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,15 +77,6 @@ class CompletionOutput:
     degraded: bool  # a model is missing, or an answer was cut short by the deadline
     light: bool  # some answer was computed with the smaller options of an overloaded queue
     latency_ms: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Served:
-    """A completion as feedback events refer to it."""
-
-    user: str
-    language: str
-    choices: list[Choice]
 
 
 @dataclasses.dataclass  # not frozen: OmegaConf makes a frozen schema read-only, refusing the yaml
@@ -83,53 +91,52 @@ class ServiceConfig:
     typed_sessions: int = 10_000  # sessions whose last answer is kept for typing through it (0: off)
     completions_kept: int = 100_000  # recent completions remembered for feedback events
     max_in_flight: int = 64  # requests in progress at once; more are shed with 503 at once
-    max_loop_lag_ms: float = 10.0  # shed at once while the event loop runs this far behind
+    selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
 
 
 class CompletionService:
     def __init__(self, endpoints: dict[str, ModelEndpoint], languages: dict[str, list[str]], config: ServiceConfig,
-                 metrics: Metrics, selection: SelectionPolicy | None = None) -> None:  # fmt: skip
-        """`languages` maps each language to the models that serve it, in the configured order; `selection`
-        ranks their candidates into one list (the fixed interleave by default)."""
+                 metrics: Metrics, store: FeedbackStore) -> None:  # fmt: skip
+        """`languages` maps each language to the models that serve it, in the configured order; `store` keeps
+        the feedback and what the selection layer learned from it (loaded here, so it survives restarts)."""
         self.endpoints, self.languages, self.config, self.metrics = endpoints, languages, config, metrics
-        self.selection = selection if selection is not None else FixedInterleave(config.max_choices)
         self.exact = {name: PredictionCache[ModelAnswer](config.cache_bytes) for name in endpoints}
         self.typed = TypedThroughCache(sessions=config.typed_sessions)
         self.approx = {
             name: ApproximateCache[ModelAnswer](threshold=config.approx_threshold, max_entries=config.approx_entries)
             for name in endpoints
         }
-        # What feedback events need of recent completions (not their contexts, which may be large).
-        self.recent: collections.OrderedDict[str, Served] = collections.OrderedDict()
+        selection = config.selection
+        correction = Correction(selection.correction_rate, selection.correction_l2) if selection.correction else None
+        self.learner = FeedbackLearner(make_policy(selection, config.max_choices), correction, config.completions_kept)
+        self.store = store
+        restored = self.learner.restore(store.states())
+        log.info("selection: %s%s, %d learned states restored", selection.policy,
+                 " with per-user correction" if correction else "", restored)  # fmt: skip
+        self._writes: set[asyncio.Task[int]] = set()  # state writes in flight, off the event loop
         self.approx_audited = self.approx_differs = 0
         self.in_flight = 0
-        self.loop_lag_ms = 0.0
         self._audits = 0.0
 
     async def complete(self, request: CompletionInput) -> CompletionOutput:
-        if self.in_flight >= self.config.max_in_flight or self.loop_lag_ms > self.config.max_loop_lag_ms:
-            # The cheapest answer under overload, at once: requests waiting for this event loop are not
-            # counted by their deadlines, which start here.
+        """Shed at once (the cheapest answer under overload) only what cannot make its deadline, which
+        counts from the request's arrival (`arrival.py`): the wait in front of the handler is on its clock."""
+        arrived = arrival_time()
+        budget_ms = min(self.config.objective_ms, request.deadline_ms or self.config.objective_ms)
+        waited_ms = (time.monotonic() - arrived) * 1000
+        if self.in_flight >= self.config.max_in_flight:
             self.metrics.requests.labels("shed").inc()
-            raise Overloaded(f"{self.in_flight} requests in progress, event loop {self.loop_lag_ms:.0f} ms behind")
+            raise Overloaded(f"{self.in_flight} requests in progress")
+        if waited_ms >= budget_ms - self.config.margin_ms:
+            self.metrics.requests.labels("shed").inc()
+            raise Overloaded(f"waited {waited_ms:.0f} ms for the server, past its {budget_ms:.0f} ms deadline")
         self.in_flight += 1
         try:
-            return await self._complete(request)
+            return await self._complete(request, arrived, budget_ms)
         finally:
             self.in_flight -= 1
 
-    async def watch_loop_lag(self, interval_s: float = 0.005) -> None:
-        """Keep `loop_lag_ms`, a moving average of how late this event loop wakes up: its backlog.
-        Slow to move, so a lasting backlog sheds work and one stall (a start-up, a collection) does not."""
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(interval_s)
-            late_ms = max(0.0, (time.monotonic() - before - interval_s) * 1000)
-            self.loop_lag_ms = 0.9 * self.loop_lag_ms + 0.1 * late_ms
-
-    async def _complete(self, request: CompletionInput) -> CompletionOutput:
-        started = time.monotonic()
-        budget_ms = min(self.config.objective_ms, request.deadline_ms or self.config.objective_ms)
+    async def _complete(self, request: CompletionInput, started: float, budget_ms: float) -> CompletionOutput:
         deadline = started + max(0.0, budget_ms - self.config.margin_ms) / 1000
         names = [name for name in self.languages[request.language] if self.endpoints[name].applies(request.prefix)]
         tasks = {name: asyncio.ensure_future(self._ask(name, request, deadline)) for name in names}
@@ -159,18 +166,18 @@ class CompletionService:
             self.metrics.requests.labels("shed").inc()
             raise Overloaded("no model could take the request in time")
         degraded = len(answers) < len(names) or any(a.cut_short for a in answers.values())
+        ranking, rows = self._rank(request, names, answers, cache)
         output = CompletionOutput(
             id=f"cmpl-{uuid.uuid4().hex}",
-            choices=self.selection.rank(
-                request.user, request.language, names, {n: a.candidates for n, a in answers.items()}
-            ),
+            choices=ranking.choices,
             models=status,
             cache=cache,
             degraded=degraded,
             light=any(a.light for a in answers.values()),
             latency_ms=(time.monotonic() - started) * 1000,
         )
-        self._remember(request, output)
+        self._persist(self.learner.shown(output.id, Shown(request.user, request.language, request.session, ranking,
+                                                          rows)))  # fmt: skip
         self.metrics.requests.labels("degraded" if degraded else "ok").inc()
         if degraded:
             self.metrics.degraded.inc()
@@ -179,7 +186,7 @@ class CompletionService:
 
     async def _ask(self, name: str, request: CompletionInput, deadline: float) -> tuple[ModelAnswer, str]:
         endpoint = self.endpoints[name]
-        session = f"{request.user}\0{request.filepath}\0{request.language}"
+        session = request.session
         key = context_key(endpoint.version, request.language, request.prefix_digest, request.suffix_digest)
         found, how = None, "miss"
         if key not in self.exact[name]:
@@ -219,10 +226,65 @@ class CompletionService:
             return True
         return False
 
-    def _remember(self, request: CompletionInput, output: CompletionOutput) -> None:
-        self.recent[output.id] = Served(request.user, request.language, output.choices)
-        while len(self.recent) > self.config.completions_kept:
-            self.recent.popitem(last=False)
+    def _rank(
+        self, request: CompletionInput, names: list[str], answers: dict[str, ModelAnswer], cache: dict[str, str]
+    ) -> tuple[Ranking, list[dict[str, float]] | None]:
+        """The selection policy's ranking, re-ranked per user by the correction when it is on."""
+        key = (request.user, request.language)
+        candidates = {name: trim_candidates(answer.candidates, request.suffix) for name, answer in answers.items()}
+        ranking = self.learner.policy.rank(key, names, candidates)
+        correction = self.learner.correction
+        if correction is None or not ranking.choices:
+            return ranking, None
+        rows = features(ranking, cache, request.prefix, request.suffix)
+        order = correction.rerank(key, rows)
+        return ranking.reordered(order), [rows[i] for i in order]
+
+    async def feedback(self, event: Event) -> tuple[int, bool]:
+        """Store an event with what it says about its completion, and learn from it; returns the stored row
+        and whether the completion was still remembered (an event for a forgotten one is stored, not learned).
+
+        Raises:
+            ValueError: the choice index is beyond the completion's choices.
+        """
+        shown = self.learner.recent.get(event.completion_id)
+        if shown is not None:
+            choices = shown.ranking.choices
+            if event.choice_index is not None and event.choice_index >= len(choices):
+                raise ValueError(f"completion {event.completion_id} has {len(choices)} choices")
+            if event.choice_index is not None:
+                choice = choices[event.choice_index]
+                event = dataclasses.replace(event, user=shown.user, language=shown.language, model=choice.model,
+                                            text=choice.text)  # fmt: skip
+            else:
+                event = dataclasses.replace(event, user=shown.user, language=shown.language)
+        _, changed = self.learner.event(event.type, event.completion_id, event.choice_index)
+        row = await asyncio.to_thread(self.store.write, event, self._state_rows(changed))  # a disk write
+        return row, shown is not None
+
+    def _state_rows(self, keys: list[StateKey]) -> list[StateRow]:
+        return [(key, self.learner.state(key)) for key in dict.fromkeys(keys)]
+
+    def _persist(self, keys: list[StateKey]) -> None:
+        """Write changed state in the background, off the event loop (what a superseded view taught)."""
+        if not keys:
+            return
+        task = asyncio.ensure_future(asyncio.to_thread(self.store.write, None, self._state_rows(keys)))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def drain(self) -> None:
+        """Wait for the state writes in flight (before the store closes)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def selection_stats(self) -> dict[str, Any]:
+        """The policy, how many completions taught it, and the population's weights per language."""
+        learner = self.learner
+        population = {language: learner.policy.weights((GLOBAL, language)) for language in self.languages}
+        users = {user for user, _ in learner.policy.state if user != GLOBAL}
+        return {"policy": learner.policy.name, "correction": learner.correction is not None,
+                "updates": learner.updates, "users": len(users), "population_weights": population}  # fmt: skip
 
     def cache_stats(self) -> dict[str, Any]:
         return {

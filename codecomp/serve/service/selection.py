@@ -1,18 +1,33 @@
 """Selection (Clipper's model-selection layer): one ranked list from the candidates of every model asked.
 
-A policy sees, per model that answered by the deadline, its candidates best first, and returns the
-choices to show. Models that missed the deadline are simply absent (Clipper's stragglers). Policies
-that learn from feedback (Exp3, Exp4, per-user correction) implement the same `rank` and also learn
-from events; `FixedInterleave` is the policy that learns nothing.
+A policy sees, per model that answered by the deadline, its candidates best first, and returns a
+`Ranking`: the choices to show, each with every model's advice for it. Models that missed the deadline
+are absent (Clipper's stragglers): they take no part in the combination and learn nothing from it.
+
+Policies (`make_policy`):
+- `fixed`: the models' candidates interleaved in the configured order; learns nothing.
+- `exp3`: one model per request, sampled by weight (Auer et al.'s Exp3, as Clipper uses it); only the
+  sampled model's weight learns, from an importance-weighted loss.
+- `exp4`: every model's candidates combined, a candidate's score the sum of its models' weighted
+  probabilities (so agreement counts); every answering model learns from how much of its probability
+  went to what the user took (or rejected).
+
+Weights are kept per state key (user, language), as log-weights; a new user starts from the population's
+(the global key). Both learn from every event. A fixed share of the weight flows back to all models after
+each update (Herbster & Warmuth's fixed share), so a model that recovers after a bad spell can win again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from codecomp.serve.protocol import WireCandidate
+
+GLOBAL = ""  # the user of the population's state, the prior of every new user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,44 +39,286 @@ class Choice:
     model: str
 
 
+@dataclasses.dataclass
+class Ranking:
+    """What a policy showed, and what it needs to learn from the user's answer to it.
+
+    Attributes:
+        choices: the suggestions, best first.
+        advice: per choice, each answering model's probability for it (its candidates' probabilities
+            normalised over its own list; 0 where it did not propose that text).
+        scores: per choice, the policy's score (what it ranked by).
+        answered: the models that answered by the deadline.
+        sampled: exp3's sampled model and the probability it had, else None.
+    """
+
+    choices: list[Choice]
+    advice: list[dict[str, float]]
+    scores: list[float]
+    answered: list[str]
+    sampled: tuple[str, float] | None = None
+
+    def reordered(self, order: Sequence[int]) -> Ranking:
+        """The same choices in another order (a re-ranking)."""
+        return dataclasses.replace(
+            self,
+            choices=[self.choices[i] for i in order],
+            advice=[self.advice[i] for i in order],
+            scores=[self.scores[i] for i in order],
+        )
+
+
 class SelectionPolicy(Protocol):
+    name: str
+    state: dict[tuple[str, str], dict[str, float]]  # what it has learned, per (user, language): persisted
+
     def rank(
-        self, user: str, language: str, asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
-    ) -> list[Choice]:
-        """The choices to show, best first.
+        self, key: tuple[str, str], asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
+    ) -> Ranking:
+        """The ranking to show for a request of `key` = (user, language).
 
         Args:
-            user, language: whose request it is (a learning policy keeps state per user and language).
             asked: the models asked, in the configured order.
             answers: the candidates of each model that answered by the deadline, best first.
         """
         ...
+
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
+        """Learn from the user's answer to `ranking`: the index of the choice taken, or None if none was."""
+        ...
+
+    def weights(self, key: tuple[str, str]) -> dict[str, float]:
+        """The normalised weight of each model for `key` (the population's for a user never seen)."""
+        ...
+
+
+def text_of(candidate: bytes) -> str:
+    """A candidate's text for the editor (a byte model may stop inside a multi-byte character: dropped)."""
+    return candidate.decode("utf-8", "ignore")
+
+
+def advice_of(answers: Mapping[str, Sequence[WireCandidate]]) -> dict[str, dict[str, float]]:
+    """Per model, text -> probability: its candidates' probabilities normalised over its own list (models'
+    log-probabilities are on different scales, a whole line against one token), repeated texts merged."""
+    advice: dict[str, dict[str, float]] = {}
+    for model, candidates in answers.items():
+        usable = [(text_of(c.text), c.log_prob) for c in candidates]
+        usable = [(t, lp) for t, lp in usable if t.strip()]  # blank suggestions help no one
+        if not usable:
+            advice[model] = {}
+            continue
+        top = max(lp for _, lp in usable)
+        mass: dict[str, float] = {}
+        for text, lp in usable:
+            mass[text] = mass.get(text, 0.0) + math.exp(lp - top)
+        total = sum(mass.values())
+        advice[model] = {text: m / total for text, m in mass.items()}
+    return advice
 
 
 class FixedInterleave:
     """The models' candidates interleaved in the configured order (the first of each model, then the second
     of each...), repeated and blank texts dropped, at most `max_choices`."""
 
+    name = "fixed"
+
     def __init__(self, max_choices: int = 5) -> None:
         self.max_choices = max_choices
+        self.state: dict[tuple[str, str], dict[str, float]] = {}  # learns nothing
 
     def rank(
-        self, user: str, language: str, asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
-    ) -> list[Choice]:
-        ranked = [
-            [Choice(text_of(c.text), c.log_prob, name) for c in answers[name]] for name in asked if name in answers
-        ]
-        choices: list[Choice] = []
-        seen: set[str] = set()
-        for rank in range(max((len(r) for r in ranked), default=0)):
-            for candidates in ranked:
-                text = candidates[rank].text if rank < len(candidates) else ""
-                if text.strip() and text not in seen:  # blank suggestions help no one
-                    seen.add(text)
-                    choices.append(candidates[rank])
-        return choices[: self.max_choices]
+        self, key: tuple[str, str], asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
+    ) -> Ranking:
+        advice = advice_of(answers)
+        ranked = [(m, list(advice[m])) for m in asked if m in advice]
+        credit: dict[str, str] = {}  # text -> the model it came from first
+        for rank in range(max((len(texts) for _, texts in ranked), default=0)):
+            for model, texts in ranked:
+                if rank < len(texts):
+                    credit.setdefault(texts[rank], model)
+        order = list(credit)[: self.max_choices]
+        return _ranking(order, answers, advice, scores=None, credit=credit)
+
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
+        pass
+
+    def weights(self, key: tuple[str, str]) -> dict[str, float]:
+        return {}
 
 
-def text_of(candidate: bytes) -> str:
-    """A candidate's text for the editor (a byte model may stop inside a multi-byte character: dropped)."""
-    return candidate.decode("utf-8", "ignore")
+def _ranking(
+    order: list[str],
+    answers: Mapping[str, Sequence[WireCandidate]],
+    advice: dict[str, dict[str, float]],
+    scores: dict[str, float] | None,
+    sampled: tuple[str, float] | None = None,
+    credit: dict[str, str] | None = None,
+) -> Ranking:
+    """The ranking of the texts in `order`; each choice is credited to `credit[text]`, else to the model
+    that gave it the most probability (its log-probability is that model's)."""
+    rows = [{m: a.get(text, 0.0) for m, a in advice.items()} for text in order]
+    choices = []
+    for text, row in zip(order, rows, strict=True):
+        model = credit[text] if credit else max(row, key=lambda m: row[m])
+        log_prob = max(c.log_prob for c in answers[model] if text_of(c.text) == text)
+        choices.append(Choice(text, log_prob, model))
+    return Ranking(
+        choices=choices,
+        advice=rows,
+        scores=[scores[text] if scores else 1.0 / (1 + i) for i, text in enumerate(order)],
+        answered=list(advice),
+        sampled=sampled,
+    )
+
+
+class LogWeights:
+    """Per state key, a log-weight per model; unseen keys start from the population's (GLOBAL) weights.
+
+    Args:
+        share: the fixed share of weight that flows back evenly to all models after each update.
+    """
+
+    def __init__(self, share: float = 0.02) -> None:
+        self.share = share
+        self.table: dict[tuple[str, str], dict[str, float]] = {}
+
+    def of(self, key: tuple[str, str], models: Sequence[str]) -> dict[str, float]:
+        """The log-weights of `models` for `key` (created from the population's when new)."""
+        row = self.table.get(key)
+        if row is None:
+            prior = self.table.get((GLOBAL, key[1]), {})
+            row = self.table[key] = dict(prior)
+        for model in models:
+            row.setdefault(model, 0.0)
+        return row
+
+    def probabilities(self, key: tuple[str, str], models: Sequence[str]) -> dict[str, float]:
+        """Normalised weights over `models`."""
+        row = self.of(key, models)
+        top = max((row[m] for m in models), default=0.0)
+        mass = {m: math.exp(row[m] - top) for m in models}
+        total = sum(mass.values()) or 1.0
+        return {m: v / total for m, v in mass.items()}
+
+    def update(self, key: tuple[str, str], losses: Mapping[str, float], rate: float) -> None:
+        """w_m <- w_m * exp(-rate * loss_m) for the models given, then the fixed share over all of the key's."""
+        for user in {key[0], GLOBAL}:  # the user's weights and the population's
+            row = self.of((user, key[1]), list(losses))
+            for model, loss in losses.items():
+                row[model] -= rate * loss
+            if self.share > 0 and len(row) > 1:
+                top = max(row.values())
+                weights = {m: math.exp(v - top) for m, v in row.items()}
+                mean = sum(weights.values()) / len(weights)
+                for m, w in weights.items():
+                    row[m] = math.log((1 - self.share) * w + self.share * mean)
+
+
+class Exp3:
+    """One model's candidates per request, the model sampled with probability (1 - gamma) w_m / sum w + gamma / K
+    among the K that answered; the sampled model's loss (1 if its list was not taken) is divided by its
+    probability (an unbiased estimate for all models) and applied with Exp3's step gamma / K; the others
+    learn nothing."""
+
+    name = "exp3"
+
+    def __init__(self, max_choices: int = 5, exploration: float = 0.1, share: float = 0.02, seed: int = 0) -> None:
+        self.max_choices, self.exploration = max_choices, exploration
+        self.log_weights = LogWeights(share)
+        self.state = self.log_weights.table
+        self.random = random.Random(seed)
+
+    def rank(
+        self, key: tuple[str, str], asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
+    ) -> Ranking:
+        advice = advice_of(answers)
+        models = [m for m in asked if advice.get(m)]
+        if not models:
+            return _ranking([], answers, advice, scores=None)
+        probability = self._probabilities(key, models)
+        chosen = self.random.choices(models, weights=[probability[m] for m in models])[0]
+        order = list(advice[chosen])[: self.max_choices]
+        return _ranking(order, answers, advice, advice[chosen], sampled=(chosen, probability[chosen]))
+
+    def _probabilities(self, key: tuple[str, str], models: Sequence[str]) -> dict[str, float]:
+        weights = self.log_weights.probabilities(key, models)
+        return {m: (1 - self.exploration) * weights[m] + self.exploration / len(models) for m in models}
+
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
+        if ranking.sampled is None:
+            return
+        model, probability = ranking.sampled
+        loss = 0.0 if accepted is not None else 1.0
+        self.log_weights.update(key, {model: loss / probability}, self.exploration / len(ranking.answered))
+
+    def weights(self, key: tuple[str, str]) -> dict[str, float]:
+        row = self.log_weights.table.get(key) or self.log_weights.table.get((GLOBAL, key[1]), {})
+        return self.log_weights.probabilities(key, list(row)) if row else {}
+
+
+class Exp4:
+    """Every answering model's candidates combined: score(c) = sum_m w_m * a_m(c), with w the normalised
+    weights (mixed with gamma / K) of the models that answered and a_m(c) model m's probability for c.
+    Learning, for every answering model: loss 1 - a_m(taken) when a choice was taken, else the probability
+    it gave to the rejected choices shown."""
+
+    name = "exp4"
+
+    def __init__(self, max_choices: int = 5, rate: float = 0.5, exploration: float = 0.05, share: float = 0.02) -> None:
+        self.max_choices, self.rate, self.exploration = max_choices, rate, exploration
+        self.log_weights = LogWeights(share)
+        self.state = self.log_weights.table
+
+    def rank(
+        self, key: tuple[str, str], asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
+    ) -> Ranking:
+        advice = advice_of(answers)
+        models = [m for m in asked if m in advice]
+        if not models:
+            return _ranking([], answers, advice, scores=None)
+        weights = self.log_weights.probabilities(key, models)
+        mixed = {m: (1 - self.exploration) * weights[m] + self.exploration / len(models) for m in models}
+        scores: dict[str, float] = {}
+        for model in models:  # in the configured order, so ties keep it
+            for text, p in advice[model].items():
+                scores[text] = scores.get(text, 0.0) + mixed[model] * p
+        order = sorted(scores, key=lambda t: -scores[t])[: self.max_choices]
+        return _ranking(order, answers, advice, scores)
+
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
+        if not ranking.choices:
+            return
+        if accepted is not None:
+            losses = {m: 1.0 - ranking.advice[accepted].get(m, 0.0) for m in ranking.answered}
+        else:
+            losses = {m: min(1.0, sum(a.get(m, 0.0) for a in ranking.advice)) for m in ranking.answered}
+        self.log_weights.update(key, losses, self.rate)
+
+    def weights(self, key: tuple[str, str]) -> dict[str, float]:
+        row = self.log_weights.table.get(key) or self.log_weights.table.get((GLOBAL, key[1]), {})
+        return self.log_weights.probabilities(key, list(row)) if row else {}
+
+
+@dataclasses.dataclass
+class SelectionConfig:
+    """conf/serve.yaml's `service.selection`."""
+
+    policy: str = "exp4"  # fixed, exp3 or exp4
+    correction: bool = True  # re-rank per user (Velox's split model); off: the policy's order
+    rate: float = 0.5  # exp4's learning rate (exp3 steps by exploration / models answering, as Exp3 does)
+    exploration: float = 0.05  # gamma: the share of weight spread evenly over the models answering
+    share: float = 0.02  # fixed share: weight that flows back to every model after each update
+    correction_rate: float = 0.2  # SGD step of a user's correction weights
+    correction_l2: float = 0.01  # pull of a user's weights towards the population's
+    seed: int = 0  # exp3's sampling
+
+
+def make_policy(config: SelectionConfig, max_choices: int = 5) -> SelectionPolicy:
+    """The policy `config.policy` names."""
+    if config.policy == "fixed":
+        return FixedInterleave(max_choices)
+    if config.policy == "exp3":
+        return Exp3(max_choices, config.exploration, config.share, config.seed)
+    if config.policy == "exp4":
+        return Exp4(max_choices, config.rate, config.exploration, config.share)
+    raise ValueError(f"unknown selection policy {config.policy!r}; use fixed, exp3 or exp4")

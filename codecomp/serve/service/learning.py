@@ -1,0 +1,113 @@
+"""Learning from feedback: what each recent completion showed, and what the user's events say about it.
+
+Semantics (Tabby's events, plus the one an editor never sends):
+- `select` (also Tabby's partial `select_kind: line`): the choice was taken;
+- `dismiss`: none of the choices was taken;
+- `view`: the list was shown; a viewed completion that the next request of the same session supersedes
+  without a `select` counts as not taken;
+each completion teaches the selection policy (and the per-user correction) at most once, at its first
+`select` or rejection. Events for completions no longer remembered teach nothing (they are still stored).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from codecomp.serve.service.correction import Correction
+from codecomp.serve.service.selection import GLOBAL, Ranking, SelectionPolicy
+
+StateKey = tuple[str, str, str]  # (kind: the policy's name or "correction", user, language)
+
+
+@dataclasses.dataclass
+class Shown:
+    """A completion as feedback events refer to it."""
+
+    user: str
+    language: str
+    session: str
+    ranking: Ranking
+    features: list[dict[str, float]] | None  # per choice, when the correction re-ranked them
+    viewed: bool = False
+    resolved: bool = False  # taught the policy already
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.user, self.language
+
+
+class FeedbackLearner:
+    """Remembers the last `kept` completions and turns events into updates of the policy and correction.
+
+    Every method returns the state keys it changed, for the caller to persist.
+    """
+
+    def __init__(self, policy: SelectionPolicy, correction: Correction | None, kept: int = 100_000) -> None:
+        self.policy, self.correction, self.kept = policy, correction, kept
+        self.recent: collections.OrderedDict[str, Shown] = collections.OrderedDict()
+        self._last_of_session: dict[str, str] = {}
+        self.updates = 0
+
+    def shown(self, completion_id: str, shown: Shown) -> list[StateKey]:
+        """Remember a completion; its session's previous one, viewed and not taken, counts as rejected."""
+        changed: list[StateKey] = []
+        previous = self._last_of_session.get(shown.session)
+        if previous is not None and (earlier := self.recent.get(previous)) is not None and earlier.viewed:
+            changed = self._teach(earlier, None)
+        self._last_of_session[shown.session] = completion_id
+        self.recent[completion_id] = shown
+        while len(self.recent) > self.kept:
+            _, dropped = self.recent.popitem(last=False)
+            if self._last_of_session.get(dropped.session) not in self.recent:
+                self._last_of_session.pop(dropped.session, None)
+        return changed
+
+    def event(self, kind: str, completion_id: str, choice_index: int | None) -> tuple[Shown | None, list[StateKey]]:
+        """Apply one event; returns the completion it refers to (None if not remembered) and the keys changed."""
+        shown = self.recent.get(completion_id)
+        if shown is None:
+            return None, []
+        if kind == "view":
+            shown.viewed = True
+            return shown, []
+        if kind == "select" and choice_index is not None and choice_index < len(shown.ranking.choices):
+            return shown, self._teach(shown, choice_index)
+        if kind == "dismiss":
+            return shown, self._teach(shown, None)
+        return shown, []
+
+    def _teach(self, shown: Shown, accepted: int | None) -> list[StateKey]:
+        if shown.resolved or not shown.ranking.choices:
+            return []
+        shown.resolved = True
+        self.updates += 1
+        self.policy.learn(shown.key, shown.ranking, accepted)
+        changed: list[StateKey] = []
+        if self.policy.name != "fixed":
+            changed += [(self.policy.name, shown.user, shown.language), (self.policy.name, GLOBAL, shown.language)]
+        if self.correction is not None and shown.features is not None:
+            self.correction.learn(shown.key, shown.features, accepted)
+            changed += [("correction", shown.user, shown.language), ("correction", GLOBAL, shown.language)]
+        return changed
+
+    def state(self, key: StateKey) -> dict[str, float]:
+        """The current weights under a state key (a copy, for persisting)."""
+        kind, user, language = key
+        if kind == "correction":
+            assert self.correction is not None
+            return dict(self.correction.table.get((user, language), {}))
+        return dict(self.policy.state.get((user, language), {}))
+
+    def restore(self, states: dict[StateKey, dict[str, float]]) -> int:
+        """Load persisted weights (those of another policy are ignored); returns how many were loaded."""
+        loaded = 0
+        for (kind, user, language), weights in states.items():
+            if kind == "correction" and self.correction is not None:
+                self.correction.table[(user, language)] = dict(weights)
+            elif kind == self.policy.name:
+                self.policy.state[(user, language)] = dict(weights)
+            else:
+                continue
+            loaded += 1
+        return loaded
