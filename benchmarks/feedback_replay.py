@@ -143,7 +143,8 @@ def replay(trace: Sequence[Request], answers: dict[str, list[list[WireCandidate]
         rest = request.text[request.position : line_end if line_end >= 0 else len(request.text)]
         read = [takes(c.text, rest, habit(request.user)) for c in ranking.choices[:looks]]
         taken = next((j for j, saved in enumerate(read) if saved), None)
-        learner.event("view", str(i), None)
+        for j in range(min(looks, len(ranking.choices))):
+            learner.event("view", str(i), j)  # as an inline client names the ghost text it showed
         if taken is not None:
             learner.event("select", str(i), taken)
         elif rng.random() < 0.5:
@@ -181,6 +182,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=150.0, help="trace length: sets the number of requests")
     parser.add_argument("--window", type=int, default=200, help="events per point of the learning curves")
     parser.add_argument("--looks", type=int, default=1, help="choices a user reads (1: ghost text)")
+    parser.add_argument("--degrade", help="the model that goes bad half-way (default: the one accepted most alone)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--answers", type=Path, help="keep the models' answers here, to replay again without them")
     parser.add_argument("overrides", nargs="*", help="conf/serve.yaml overrides, e.g. models.char.checkpoint=PATH")
@@ -233,7 +235,7 @@ def main() -> None:
         print(f"{label:<20} {rate(outcomes):9.1%} {saved:23.2f}   " + " ".join(f"{p:.2f}" for p in points))
 
     # Degradation: the model with the most accepted choices goes bad half-way through.
-    best = max(answers, key=lambda m: rate(results[f"{m} alone"]))
+    best = args.degrade or max(answers, key=lambda m: rate(results[f"{m} alone"]))
     switch = len(trace) // 2
     degraded = {**answers, best: misplaced(answers[best], switch)}
     print(f"\nDegradation: from request {switch} on, {best} answers with other requests' candidates")

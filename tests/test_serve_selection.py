@@ -94,11 +94,14 @@ def test_a_new_user_starts_from_the_population_and_users_learn_apart():
     grace = ("grace", "javascript")
     assert policy.weights(grace) == pytest.approx(policy.weights((GLOBAL, "javascript")))  # the prior, before use
     assert policy.weights(("grace", "cpp")) == {}  # nothing learned for C++ yet
-    before = dict(policy.weights(ADA))
-    for _ in range(5):
+    assert policy.weights(ADA)["tree"] > policy.weights(grace)["tree"] > 0.5  # ada's own habit, on top
+    ada_offset = dict(policy.state[ADA])
+    for _ in range(30):
         ranking = policy.rank(grace, ["char", "tree"], answers)
         policy.learn(grace, ranking, [c.text for c in ranking.choices].index("a"))
-    assert policy.weights(ADA) == pytest.approx(before)  # grace's feedback changes grace and the population
+    assert policy.weights(grace)["char"] > 0.5  # grace learned her own habit...
+    assert policy.state[ADA] == pytest.approx(ada_offset)  # ...without touching ada's offset...
+    assert policy.weights(ADA)["tree"] > policy.weights(grace)["tree"]  # ...so ada keeps hers above the population
 
 
 def test_make_policy_names_the_policies():
@@ -169,3 +172,18 @@ def test_learned_state_survives_in_sqlite(tmp_path):
     assert FeedbackLearner(Exp3(), None).restore(reopened.states()) == 0  # another policy's state is not its own
     [event] = reopened.events()
     assert (event.type, event.user, event.select_kind) == ("select", "ada", None)
+
+
+def test_a_rejection_counts_against_the_choices_the_user_saw():
+    answers = {"char": cands(("a", 0.0)), "tree": cands(("b", 0.0))}
+    policy = Exp4(exploration=0.0, share=0.0)
+    ranking = policy.rank(ADA, ["char", "tree"], answers)
+    first = ranking.choices[0].model
+    policy.learn(ADA, ranking, None, seen=[0])  # only the ghost text was shown, and it was not taken
+    other = "tree" if first == "char" else "char"
+    assert policy.weights(ADA)[other] > policy.weights(ADA)[first]
+    learner = FeedbackLearner(Exp4(exploration=0.0, share=0.0), None)
+    learner.shown("c1", Shown("ada", "javascript", "s", ranking, None))
+    learner.event("view", "c1", 0)
+    learner.event("dismiss", "c1", None)
+    assert learner.policy.weights(ADA)[other] > learner.policy.weights(ADA)[first]

@@ -37,6 +37,7 @@ from codecomp.serve.api.schemas import ChoiceOut, CompletionBody, CompletionOut,
 from codecomp.serve.api.server import Server
 from codecomp.serve.service.completion import CompletionInput, Overloaded
 from codecomp.serve.service.feedback import Event
+from codecomp.serve.service.state_store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 GUARDED = ("/v1/",)  # every path under it needs the bearer token, when one is set (health too)
@@ -142,8 +143,9 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
             light=output.light, latency_ms=output.latency_ms, language=resolved.language, reason=None,
         )  # fmt: skip
 
-    @app.post("/v1/events", operation_id="event", responses=error_responses(400, 422))
-    async def events(body: EventBody) -> dict[str, Any]:
+    @app.post("/v1/events", operation_id="event", response_model=dict[str, Any],
+              responses=error_responses(400, 422, 503))  # fmt: skip
+    async def events(body: EventBody) -> Any:
         """Stored and learned from; an event for a completion the server no longer remembers (after a restart,
         or an old one) is stored and acknowledged too, as Tabby does, with `known: false`."""
         event = Event(body.type, body.completion_id, body.choice_index, select_kind=body.select_kind,
@@ -152,6 +154,8 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
             row, known = await server.service.feedback(event)
         except ValueError as error:
             raise BadRequest(422, str(error)) from None
+        except StoreUnavailable as error:  # nothing acknowledged is lost: the editor may send it again
+            return JSONResponse({"error": f"store unavailable: {error}"}, status_code=503, headers={"Retry-After": "1"})
         return {"stored": row, "known": known}
 
     @app.get("/v1/health", response_model=HealthOut, operation_id="health")

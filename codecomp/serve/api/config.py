@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 
 from codecomp.serve.dispatch.dispatcher import BatchingConfig
 from codecomp.serve.service.completion import ServiceConfig
+from codecomp.serve.service.state_store import StoreConfig
 
 SCHEMA = "serve_schema"  # the name conf/serve.yaml lists first in its defaults
 
@@ -58,7 +59,8 @@ class ServerConfig:
     heartbeat_timeout_s: float = 1.0
     max_body_bytes: int = 4_000_000
     body_timeout_s: float = 10.0  # a body not whole by then is refused (408) and its connection closed
-    store_path: str = "serve_state/feedback.sqlite"
+    store_path: str = "serve_state/feedback.sqlite"  # SQLite: the events and state; Redis: the local buffer
+    store: StoreConfig = dataclasses.field(default_factory=StoreConfig)  # sqlite or redis (shared by frontends)
     service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
 
 

@@ -33,6 +33,12 @@ class ModelHealth(BaseModel):
     queue: int = Field(description="requests waiting")
 
 
+class StoreHealth(BaseModel):
+    backend: str = Field(description="sqlite or redis")
+    status: str = Field(description="ok, or degraded while the shared store is unreachable (events buffered)")
+    buffered: int = Field(description="feedback events waiting locally for the shared store")
+
+
 class HealthOut(BaseModel):
     model: str = Field(description="the served models, comma-separated")
     device: str
@@ -43,6 +49,7 @@ class HealthOut(BaseModel):
     version: VersionOut
     status: str = Field(description="ok, or degraded while a model has no live container")
     models: dict[str, ModelHealth]
+    store: StoreHealth
 
 
 def health_of(server: Server) -> HealthOut:
@@ -51,10 +58,12 @@ def health_of(server: Server) -> HealthOut:
         for name, e in server.endpoints.items()
     }
     ok = all(e.live_replicas > 0 for e in server.endpoints.values())
+    degraded, buffered = server.store.health()
+    store = StoreHealth(backend=server.store.backend, status="degraded" if degraded else "ok", buffered=buffered)
     return HealthOut(
         model=",".join(models), device="cpu", arch=platform.machine(), cpu_info=platform.processor(),
         cpu_count=os.cpu_count() or 1, cuda_devices=[], version=build_version(), status="ok" if ok else "degraded",
-        models=models,
+        models=models, store=store,
     )  # fmt: skip
 
 

@@ -79,7 +79,7 @@ _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
     408: (ErrorOut, "the body did not arrive whole in `body_timeout_s`; the connection is closed"),
     413: (ErrorOut, "the body is over `max_body_bytes`, or its Content-Length is not a number"),
     422: (InvalidOut, "the body is of the wrong shape, or its values do not fit (a cursor outside the document)"),
-    503: (ErrorOut, "overloaded: retry after the seconds in Retry-After"),
+    503: (ErrorOut, "overloaded, or the feedback store unavailable: retry after the seconds in Retry-After"),
 }
 
 

@@ -13,7 +13,7 @@ from codecomp.serve.dispatch.supervisor import ContainerSpec, Supervisor
 from codecomp.serve.dispatch.transport import RouterTransport, ZmqRouter
 from codecomp.serve.protocol import Options
 from codecomp.serve.service.completion import CompletionService
-from codecomp.serve.service.feedback import FeedbackStore
+from codecomp.serve.service.state_store import make_store
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class Server:
                 languages.setdefault(language, []).append(name)
         self.transport = transport if transport is not None else ZmqRouter(config.container_address)
         self.dispatcher = Dispatcher(self.transport, self.endpoints, self.metrics, config.heartbeat_timeout_s)
-        self.store = FeedbackStore(config.store_path)
+        self.store = make_store(config.store, config.store_path)
+        self.metrics.store_degraded.set_function(lambda: float(self.store.health()[0]))
+        self.metrics.store_buffered.set_function(lambda: float(self.store.health()[1]))
         self.service = CompletionService(self.endpoints, languages, config.service, self.metrics, self.store)
         self.supervisor: Supervisor | None = None
         if supervise:
@@ -63,6 +65,7 @@ class Server:
     async def start(self, ready_timeout_s: float = 120.0) -> None:
         await self.dispatcher.start()
         try:
+            await self.store.start()
             if self.supervisor is not None:
                 self.supervisor.start()
                 await self.supervisor.wait_ready(ready_timeout_s)
@@ -76,7 +79,7 @@ class Server:
             await self.supervisor.stop()
         self.transport.close()
         await self.service.drain()
-        self.store.close()
+        await self.store.close()
 
 
 def wire_options(options: OptionsConfig) -> Options:

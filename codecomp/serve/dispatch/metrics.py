@@ -31,3 +31,7 @@ class Metrics:
         self.degraded = Counter("codecomp_degraded_total", "Answers that were partial or missed a model", registry=r)
         self.restarts = Counter("codecomp_container_restarts_total", "Containers restarted", ["model"], registry=r)
         self.replicas = Gauge("codecomp_replicas", "Live replicas per model", ["model"], registry=r)
+        self.store_degraded = Gauge(
+            "codecomp_store_degraded", "1 while the shared feedback store (Redis) is unreachable", registry=r
+        )
+        self.store_buffered = Gauge("codecomp_store_buffered", "Feedback events waiting locally for it", registry=r)

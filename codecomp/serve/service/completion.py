@@ -23,10 +23,11 @@ from codecomp.serve.service.approx_cache import ApproximateCache
 from codecomp.serve.service.arrival import arrival_time
 from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key
 from codecomp.serve.service.correction import Correction, features
-from codecomp.serve.service.feedback import Event, FeedbackStore, StateRow
+from codecomp.serve.service.feedback import Event
 from codecomp.serve.service.learning import FeedbackLearner, Shown, StateKey
 from codecomp.serve.service.overlap import trim_candidates
 from codecomp.serve.service.selection import GLOBAL, Choice, Ranking, SelectionConfig, make_policy
+from codecomp.serve.service.state_store import StateStore
 from codecomp.text.digest import digest
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class ServiceConfig:
 
 class CompletionService:
     def __init__(self, endpoints: dict[str, ModelEndpoint], languages: dict[str, list[str]], config: ServiceConfig,
-                 metrics: Metrics, store: FeedbackStore) -> None:  # fmt: skip
+                 metrics: Metrics, store: StateStore) -> None:  # fmt: skip
         """`languages` maps each language to the models that serve it, in the configured order; `store` keeps
         the feedback and what the selection layer learned from it (loaded here, so it survives restarts)."""
         self.endpoints, self.languages, self.config, self.metrics = endpoints, languages, config, metrics
@@ -108,9 +109,10 @@ class CompletionService:
         }
         selection = config.selection
         correction = Correction(selection.correction_rate, selection.correction_l2) if selection.correction else None
-        self.learner = FeedbackLearner(make_policy(selection, config.max_choices), correction, config.completions_kept)
+        self.learner = FeedbackLearner(make_policy(selection, config.max_choices), correction,
+                                       config.completions_kept, deferred=store.learner_deferred)  # fmt: skip
         self.store = store
-        restored = self.learner.restore(store.states())
+        restored = store.load(self.learner)
         log.info("selection: %s%s, %d learned states restored", selection.policy,
                  " with per-user correction" if correction else "", restored)  # fmt: skip
         self._writes: set[asyncio.Task[int]] = set()  # state writes in flight, off the event loop
@@ -176,8 +178,9 @@ class CompletionService:
             light=any(a.light for a in answers.values()),
             latency_ms=(time.monotonic() - started) * 1000,
         )
-        self._persist(self.learner.shown(output.id, Shown(request.user, request.language, request.session, ranking,
-                                                          rows)))  # fmt: skip
+        shown = Shown(request.user, request.language, request.session, ranking, rows)
+        self._persist(self.learner.shown(output.id, shown))
+        self.store.remember(output.id, shown)  # for its events reaching another frontend (shared stores)
         self.metrics.requests.labels("degraded" if degraded else "ok").inc()
         if degraded:
             self.metrics.degraded.inc()
@@ -248,6 +251,8 @@ class CompletionService:
             ValueError: the choice index is beyond the completion's choices.
         """
         shown = self.learner.recent.get(event.completion_id)
+        if shown is None and (shown := await self.store.recall(event.completion_id)) is not None:
+            self.learner.adopt(event.completion_id, shown)  # served by another frontend
         if shown is not None:
             choices = shown.ranking.choices
             if event.choice_index is not None and event.choice_index >= len(choices):
@@ -259,17 +264,15 @@ class CompletionService:
             else:
                 event = dataclasses.replace(event, user=shown.user, language=shown.language)
         _, changed = self.learner.event(event.type, event.completion_id, event.choice_index)
-        row = await asyncio.to_thread(self.store.write, event, self._state_rows(changed))  # a disk write
+        row = await self.store.record(event, changed, self.learner.take_pending())  # durable before acknowledged
         return row, shown is not None
 
-    def _state_rows(self, keys: list[StateKey]) -> list[StateRow]:
-        return [(key, self.learner.state(key)) for key in dict.fromkeys(keys)]
-
     def _persist(self, keys: list[StateKey]) -> None:
-        """Write changed state in the background, off the event loop (what a superseded view taught)."""
-        if not keys:
+        """Write what a superseded view taught in the background, off the event loop."""
+        lessons = self.learner.take_pending()
+        if not keys and not lessons:
             return
-        task = asyncio.ensure_future(asyncio.to_thread(self.store.write, None, self._state_rows(keys)))
+        task = asyncio.ensure_future(self.store.record(None, keys, lessons))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 

@@ -70,20 +70,23 @@ class Correction:
         return row
 
     def rerank(self, key: tuple[str, str], rows: Sequence[dict[str, float]]) -> list[int]:
-        """The order of the choices by w_u . x, best first (stable: ties keep the policy's order)."""
-        w = self.weights(key)
+        """The order of the choices by w_u . x, best first (stable: ties keep the policy's order). Creates no
+        row (only learning does, so frontends applying the same updates in the same order agree)."""
+        w = self.table.get(key) or self.table.get((GLOBAL, key[1]), INITIAL)
         scores = [_dot(w, x) for x in rows]
         return sorted(range(len(rows)), key=lambda i: -scores[i])
 
-    def learn(self, key: tuple[str, str], rows: Sequence[dict[str, float]], accepted: int | None) -> None:
+    def learn(
+        self, key: tuple[str, str], rows: Sequence[dict[str, float]], accepted: int | None, seen: Sequence[int] = ()
+    ) -> None:
         """One SGD step on the shown choices: the taken one is a positive, the ones shown above it (skipped)
-        or, with none taken, the top `negatives` are negatives."""
+        or, with none taken, the ones the user saw (`seen`; unknown: the top `negatives`) are negatives."""
         if not rows:
             return
         if accepted is not None:
             examples = [(rows[accepted], 1.0)] + [(rows[j], 0.0) for j in range(accepted)]
         else:
-            examples = [(x, 0.0) for x in rows[: self.negatives]]
+            examples = [(rows[j], 0.0) for j in seen] if seen else [(x, 0.0) for x in rows[: self.negatives]]
         population = self.weights((GLOBAL, key[1]))
         for user, rate, prior in ((key[0], self.rate, population), (GLOBAL, self.rate * self.population_share, None)):
             if user == GLOBAL and key[0] == GLOBAL:

@@ -3,10 +3,15 @@
 Semantics (Tabby's events, plus the one an editor never sends):
 - `select` (also Tabby's partial `select_kind: line`): the choice was taken;
 - `dismiss`: none of the choices was taken;
-- `view`: the list was shown; a viewed completion that the next request of the same session supersedes
-  without a `select` counts as not taken;
+- `view`: the list was shown (with a `choice_index`: that choice, as an inline client shows one; a rejection
+  then counts against the choices viewed, not the whole list); a viewed completion that the next request
+  of the same session supersedes without a `select` counts as not taken;
 each completion teaches the selection policy (and the per-user correction) at most once, at its first
 `select` or rejection. Events for completions no longer remembered teach nothing (they are still stored).
+
+A learner either applies what it learns at once (one frontend, SQLite) or, `deferred`, keeps each update as a
+`Lesson` for the caller to send to a shared store, which applies every frontend's lessons in one order
+(`redis_store.py`) through `apply`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Shown:
     ranking: Ranking
     features: list[dict[str, float]] | None  # per choice, when the correction re-ranked them
     viewed: bool = False
+    seen: set[int] = dataclasses.field(default_factory=set)  # the choices a `view` named (none named: all)
     resolved: bool = False  # taught the policy already
 
     @property
@@ -37,14 +43,30 @@ class Shown:
         return self.user, self.language
 
 
+@dataclasses.dataclass(frozen=True)
+class Lesson:
+    """One update of the policy and the correction: what a completion showed and the user's answer to it."""
+
+    completion_id: str
+    user: str
+    language: str
+    ranking: Ranking
+    features: list[dict[str, float]] | None
+    accepted: int | None  # the index of the choice taken, None when none was
+    seen: tuple[int, ...] = ()  # the choices the user was shown, when the client said (none: all of them)
+
+
 class FeedbackLearner:
     """Remembers the last `kept` completions and turns events into updates of the policy and correction.
 
-    Every method returns the state keys it changed, for the caller to persist.
+    Every method returns the state keys it changed, for the caller to persist. `deferred`: updates are not
+    applied but kept in `pending` (as `Lesson`s), and nothing is returned as changed.
     """
 
-    def __init__(self, policy: SelectionPolicy, correction: Correction | None, kept: int = 100_000) -> None:
-        self.policy, self.correction, self.kept = policy, correction, kept
+    def __init__(self, policy: SelectionPolicy, correction: Correction | None, kept: int = 100_000,
+                 deferred: bool = False) -> None:  # fmt: skip
+        self.policy, self.correction, self.kept, self.deferred = policy, correction, kept, deferred
+        self.pending: list[Lesson] = []
         self.recent: collections.OrderedDict[str, Shown] = collections.OrderedDict()
         self._last_of_session: dict[str, str] = {}
         self.updates = 0
@@ -54,7 +76,7 @@ class FeedbackLearner:
         changed: list[StateKey] = []
         previous = self._last_of_session.get(shown.session)
         if previous is not None and (earlier := self.recent.get(previous)) is not None and earlier.viewed:
-            changed = self._teach(earlier, None)
+            changed = self._teach(previous, earlier, None)
         self._last_of_session[shown.session] = completion_id
         self.recent[completion_id] = shown
         while len(self.recent) > self.kept:
@@ -63,6 +85,12 @@ class FeedbackLearner:
                 self._last_of_session.pop(dropped.session, None)
         return changed
 
+    def adopt(self, completion_id: str, shown: Shown) -> None:
+        """Remember a completion another frontend served (its events may reach this one)."""
+        self.recent[completion_id] = shown
+        while len(self.recent) > self.kept:
+            self.recent.popitem(last=False)
+
     def event(self, kind: str, completion_id: str, choice_index: int | None) -> tuple[Shown | None, list[StateKey]]:
         """Apply one event; returns the completion it refers to (None if not remembered) and the keys changed."""
         shown = self.recent.get(completion_id)
@@ -70,25 +98,42 @@ class FeedbackLearner:
             return None, []
         if kind == "view":
             shown.viewed = True
+            if choice_index is not None and choice_index < len(shown.ranking.choices):
+                shown.seen.add(choice_index)  # an inline client names the ghost text it showed
             return shown, []
         if kind == "select" and choice_index is not None and choice_index < len(shown.ranking.choices):
-            return shown, self._teach(shown, choice_index)
+            return shown, self._teach(completion_id, shown, choice_index)
         if kind == "dismiss":
-            return shown, self._teach(shown, None)
+            return shown, self._teach(completion_id, shown, None)
         return shown, []
 
-    def _teach(self, shown: Shown, accepted: int | None) -> list[StateKey]:
+    def _teach(self, completion_id: str, shown: Shown, accepted: int | None) -> list[StateKey]:
         if shown.resolved or not shown.ranking.choices:
             return []
         shown.resolved = True
+        lesson = Lesson(completion_id, shown.user, shown.language, shown.ranking, shown.features, accepted,
+                        tuple(sorted(shown.seen)))  # fmt: skip
+        if self.deferred:
+            self.pending.append(lesson)
+            return []
+        return self.apply(lesson)
+
+    def take_pending(self) -> list[Lesson]:
+        """The lessons kept since the last call (deferred mode), for the caller to send on."""
+        pending, self.pending = self.pending, []
+        return pending
+
+    def apply(self, lesson: Lesson) -> list[StateKey]:
+        """Update the policy and the correction from one lesson; returns the state keys changed."""
         self.updates += 1
-        self.policy.learn(shown.key, shown.ranking, accepted)
+        key = (lesson.user, lesson.language)
+        self.policy.learn(key, lesson.ranking, lesson.accepted, lesson.seen)
         changed: list[StateKey] = []
         if self.policy.name != "fixed":
-            changed += [(self.policy.name, shown.user, shown.language), (self.policy.name, GLOBAL, shown.language)]
-        if self.correction is not None and shown.features is not None:
-            self.correction.learn(shown.key, shown.features, accepted)
-            changed += [("correction", shown.user, shown.language), ("correction", GLOBAL, shown.language)]
+            changed += [(self.policy.name, lesson.user, lesson.language), (self.policy.name, GLOBAL, lesson.language)]
+        if self.correction is not None and lesson.features is not None:
+            self.correction.learn(key, lesson.features, lesson.accepted, lesson.seen)
+            changed += [("correction", lesson.user, lesson.language), ("correction", GLOBAL, lesson.language)]
         return changed
 
     def state(self, key: StateKey) -> dict[str, float]:

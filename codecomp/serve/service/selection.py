@@ -12,9 +12,10 @@ Policies (`make_policy`):
   probabilities (so agreement counts); every answering model learns from how much of its probability
   went to what the user took (or rejected).
 
-Weights are kept per state key (user, language), as log-weights; a new user starts from the population's
-(the global key). Both learn from every event. A fixed share of the weight flows back to all models after
-each update (Herbster & Warmuth's fixed share), so a model that recovers after a bad spell can win again.
+Weights are log-weights per language: the population's (the GLOBAL user), learned from every event, plus
+each user's offset, learned from that user's events; a new user ranks as the population does. A fixed share
+of the population's weight flows back to all models after each update (Herbster & Warmuth's fixed share)
+and offsets decay, so a model that recovers after a bad spell can win again.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ class SelectionPolicy(Protocol):
         """
         ...
 
-    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
-        """Learn from the user's answer to `ranking`: the index of the choice taken, or None if none was."""
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None, seen: Sequence[int] = ()) -> None:
+        """Learn from the user's answer to `ranking`: the index of the choice taken, or None if none was;
+        `seen`: the choices the user was shown, when the client said (empty: all of them)."""
         ...
 
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
@@ -139,7 +141,7 @@ class FixedInterleave:
         order = list(credit)[: self.max_choices]
         return _ranking(order, answers, advice, scores=None, credit=credit)
 
-    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None, seen: Sequence[int] = ()) -> None:
         pass
 
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
@@ -172,46 +174,61 @@ def _ranking(
 
 
 class LogWeights:
-    """Per state key, a log-weight per model; unseen keys start from the population's (GLOBAL) weights.
+    """Log-weights per model: the population's per language (user GLOBAL), and each user's offset from them.
+
+    A user's log-weight is the population's plus the user's offset, so what everyone teaches reaches every
+    user at once (a new user ranks as the population does) and each user's own feedback moves their offset
+    on top of it (a hierarchical split, as Velox shares a population model under per-user weights).
 
     Args:
-        share: the fixed share of weight that flows back evenly to all models after each update.
+        share: after each update, the fixed share of the population's weight that flows back evenly to all
+            models (so a model can recover).
+        user_rate: a user's offset learns at this fraction of the population's rate...
+        user_decay: ...and decays by this share at each of the user's updates, so it reflects the user's
+            recent habits and stays within user_rate * rate / user_decay of the population.
     """
 
-    def __init__(self, share: float = 0.02) -> None:
-        self.share = share
-        self.table: dict[tuple[str, str], dict[str, float]] = {}
+    def __init__(self, share: float = 0.02, user_rate: float = 0.5, user_decay: float = 0.1) -> None:
+        self.share, self.user_rate, self.user_decay = share, user_rate, user_decay
+        self.table: dict[tuple[str, str], dict[str, float]] = {}  # (GLOBAL, language): weights; (user, ...): offsets
 
-    def of(self, key: tuple[str, str], models: Sequence[str]) -> dict[str, float]:
-        """The log-weights of `models` for `key` (created from the population's when new)."""
-        row = self.table.get(key)
-        if row is None:
-            prior = self.table.get((GLOBAL, key[1]), {})
-            row = self.table[key] = dict(prior)
-        for model in models:
-            row.setdefault(model, 0.0)
-        return row
+    def log_weight(self, key: tuple[str, str], model: str) -> float:
+        population = self.table.get((GLOBAL, key[1]), {})
+        offset = self.table.get(key, {}) if key[0] != GLOBAL else {}
+        return population.get(model, 0.0) + offset.get(model, 0.0)
+
+    def known(self, key: tuple[str, str]) -> list[str]:
+        """The models with a weight for `key` (the population's or the user's own)."""
+        return list(dict.fromkeys([*self.table.get((GLOBAL, key[1]), {}), *self.table.get(key, {})]))
 
     def probabilities(self, key: tuple[str, str], models: Sequence[str]) -> dict[str, float]:
-        """Normalised weights over `models`."""
-        row = self.of(key, models)
-        top = max((row[m] for m in models), default=0.0)
-        mass = {m: math.exp(row[m] - top) for m in models}
+        """Normalised weights over `models`. Reading creates nothing: only updates do, so frontends applying
+        the same updates in the same order hold the same rows (`redis_store.py`)."""
+        row = {m: self.log_weight(key, m) for m in models}
+        top = max(row.values(), default=0.0)
+        mass = {m: math.exp(v - top) for m, v in row.items()}
         total = sum(mass.values()) or 1.0
         return {m: v / total for m, v in mass.items()}
 
     def update(self, key: tuple[str, str], losses: Mapping[str, float], rate: float) -> None:
-        """w_m <- w_m * exp(-rate * loss_m) for the models given, then the fixed share over all of the key's."""
-        for user in {key[0], GLOBAL}:  # the user's weights and the population's
-            row = self.of((user, key[1]), list(losses))
-            for model, loss in losses.items():
-                row[model] -= rate * loss
-            if self.share > 0 and len(row) > 1:
-                top = max(row.values())
-                weights = {m: math.exp(v - top) for m, v in row.items()}
-                mean = sum(weights.values()) / len(weights)
-                for m, w in weights.items():
-                    row[m] = math.log((1 - self.share) * w + self.share * mean)
+        """w_m <- w_m * exp(-rate * loss_m) for the models given, in the population's weights and in the user's
+        offsets (at `user_rate` of it); then the fixed share over the population's, and the offsets' decay."""
+        population = self.table.setdefault((GLOBAL, key[1]), {})
+        for model, loss in losses.items():
+            population[model] = population.get(model, 0.0) - rate * loss
+        if self.share > 0 and len(population) > 1:
+            top = max(population.values())
+            weights = {m: math.exp(v - top) for m, v in population.items()}
+            mean = sum(weights.values()) / len(weights)
+            for m, w in weights.items():
+                population[m] = math.log((1 - self.share) * w + self.share * mean)
+        if key[0] == GLOBAL:
+            return
+        offset = self.table.setdefault(key, {})
+        for model in offset:
+            offset[model] *= 1 - self.user_decay
+        for model, loss in losses.items():
+            offset[model] = offset.get(model, 0.0) - self.user_rate * rate * loss
 
 
 class Exp3:
@@ -244,7 +261,7 @@ class Exp3:
         weights = self.log_weights.probabilities(key, models)
         return {m: (1 - self.exploration) * weights[m] + self.exploration / len(models) for m in models}
 
-    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None, seen: Sequence[int] = ()) -> None:
         if ranking.sampled is None:
             return
         model, probability = ranking.sampled
@@ -252,15 +269,14 @@ class Exp3:
         self.log_weights.update(key, {model: loss / probability}, self.exploration / len(ranking.answered))
 
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
-        row = self.log_weights.table.get(key) or self.log_weights.table.get((GLOBAL, key[1]), {})
-        return self.log_weights.probabilities(key, list(row)) if row else {}
+        return self.log_weights.probabilities(key, self.log_weights.known(key))
 
 
 class Exp4:
     """Every answering model's candidates combined: score(c) = sum_m w_m * a_m(c), with w the normalised
     weights (mixed with gamma / K) of the models that answered and a_m(c) model m's probability for c.
     Learning, for every answering model: loss 1 - a_m(taken) when a choice was taken, else the probability
-    it gave to the rejected choices shown."""
+    it gave to the rejected choices the user saw (those a `view` named, else all shown)."""
 
     name = "exp4"
 
@@ -285,18 +301,18 @@ class Exp4:
         order = sorted(scores, key=lambda t: -scores[t])[: self.max_choices]
         return _ranking(order, answers, advice, scores)
 
-    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None) -> None:
+    def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None, seen: Sequence[int] = ()) -> None:
         if not ranking.choices:
             return
         if accepted is not None:
             losses = {m: 1.0 - ranking.advice[accepted].get(m, 0.0) for m in ranking.answered}
         else:
-            losses = {m: min(1.0, sum(a.get(m, 0.0) for a in ranking.advice)) for m in ranking.answered}
+            rejected = [ranking.advice[j] for j in seen] if seen else ranking.advice
+            losses = {m: min(1.0, sum(a.get(m, 0.0) for a in rejected)) for m in ranking.answered}
         self.log_weights.update(key, losses, self.rate)
 
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
-        row = self.log_weights.table.get(key) or self.log_weights.table.get((GLOBAL, key[1]), {})
-        return self.log_weights.probabilities(key, list(row)) if row else {}
+        return self.log_weights.probabilities(key, self.log_weights.known(key))
 
 
 @dataclasses.dataclass
