@@ -11,7 +11,6 @@ little feedback ranks as the population does; a new user starts from them exactl
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 from codecomp.serve.service.selection import GLOBAL, Ranking
@@ -45,8 +44,25 @@ def features(ranking: Ranking, cache: Mapping[str, str], prefix: bytes, suffix: 
     return rows
 
 
+_PROBES = 8
+_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$" + bytes(range(0x80, 0x100)))
+
+
 def _occurs(name: bytes, window: bytes) -> bool:
-    return name in window and re.search(rb"(?<![\w$])" + re.escape(name) + rb"(?![\w$])", window) is not None
+    """Whether `name` occurs in `window` as a whole name (a C-level find per occurrence: a regex search over
+    the window per name cost most of the ranking's time). A name found inside others `_PROBES` times is taken
+    as present: a short name that common is all but certain to stand alone somewhere too."""
+    start = window.find(name)
+    for _ in range(_PROBES):
+        if start < 0:
+            return False
+        end = start + len(name)
+        if (start == 0 or window[start - 1] not in _NAME_BYTES) and (
+            end == len(window) or window[end] not in _NAME_BYTES
+        ):
+            return True
+        start = window.find(name, start + 1)
+    return start >= 0
 
 
 class Correction:
