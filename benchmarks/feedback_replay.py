@@ -52,7 +52,7 @@ from codecomp.inference.completer import Completer, CompletionOptions, Completio
 from codecomp.inference.families import load_completer
 from codecomp.serve.api.config import ServerConfig, register_schema
 from codecomp.serve.protocol import WireCandidate
-from codecomp.serve.service.correction import Correction, features
+from codecomp.serve.service.correction import Correction
 from codecomp.serve.service.learning import FeedbackLearner, Shown
 from codecomp.serve.service.selection import FixedInterleave, SelectionConfig, make_policy
 from codecomp.text.tokens import at_token
@@ -130,12 +130,7 @@ def replay(trace: Sequence[Request], answers: dict[str, list[list[WireCandidate]
         started = time.perf_counter()
         key = (request.user, request.language)
         got = {m: answers[m][i] for m in models if answers[m][i]}
-        ranking = learner.policy.rank(key, models, got)
-        rows = None
-        if correction is not None and ranking.choices:
-            rows = features(ranking, dict.fromkeys(got, "miss"), prefix, suffix)
-            order = correction.rerank(key, rows)
-            ranking, rows = ranking.reordered(order), [rows[j] for j in order]
+        ranking, rows = learner.rank(key, models, got, dict.fromkeys(got, "miss"), prefix, suffix)
         session = f"{request.user}\0{request.document}\0{request.language}"
         learner.shown(str(i), Shown(request.user, request.language, session, ranking, rows))
         ranked_at = time.perf_counter()

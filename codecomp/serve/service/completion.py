@@ -22,7 +22,7 @@ from codecomp.serve.protocol import WireCandidate
 from codecomp.serve.service.approx_cache import ApproximateCache
 from codecomp.serve.service.arrival import arrival_time
 from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key
-from codecomp.serve.service.correction import Correction, features
+from codecomp.serve.service.correction import Correction
 from codecomp.serve.service.feedback import Event
 from codecomp.serve.service.learning import FeedbackLearner, Shown, StateKey
 from codecomp.serve.service.overlap import trim_candidates
@@ -233,15 +233,9 @@ class CompletionService:
         self, request: CompletionInput, names: list[str], answers: dict[str, ModelAnswer], cache: dict[str, str]
     ) -> tuple[Ranking, list[dict[str, float]] | None]:
         """The selection policy's ranking, re-ranked per user by the correction when it is on."""
-        key = (request.user, request.language)
         candidates = {name: trim_candidates(answer.candidates, request.suffix) for name, answer in answers.items()}
-        ranking = self.learner.policy.rank(key, names, candidates)
-        correction = self.learner.correction
-        if correction is None or not ranking.choices:
-            return ranking, None
-        rows = features(ranking, cache, request.prefix, request.suffix)
-        order = correction.rerank(key, rows)
-        return ranking.reordered(order), [rows[i] for i in order]
+        key = (request.user, request.language)
+        return self.learner.rank(key, names, candidates, cache, request.prefix, request.suffix)
 
     async def feedback(self, event: Event) -> tuple[int, bool]:
         """Store an event with what it says about its completion, and learn from it; returns the stored row

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Mapping, Sequence
 
-from codecomp.serve.service.correction import Correction
+from codecomp.serve.protocol import WireCandidate
+from codecomp.serve.service.correction import Correction, features
 from codecomp.serve.service.selection import GLOBAL, Ranking, SelectionPolicy
 
 StateKey = tuple[str, str, str]  # (kind: the policy's name or "correction", user, language)
@@ -70,6 +72,24 @@ class FeedbackLearner:
         self.recent: collections.OrderedDict[str, Shown] = collections.OrderedDict()
         self._last_of_session: dict[str, str] = {}
         self.updates = 0
+
+    def rank(
+        self,
+        key: tuple[str, str],
+        asked: Sequence[str],
+        candidates: Mapping[str, Sequence[WireCandidate]],
+        cache: Mapping[str, str],
+        prefix: bytes,
+        suffix: bytes,
+    ) -> tuple[Ranking, list[dict[str, float]] | None]:
+        """The policy's ranking, re-ranked for the user by the correction when it is on (with the features it
+        used, which the correction learns from later)."""
+        ranking = self.policy.rank(key, asked, candidates)
+        if self.correction is None or not ranking.choices:
+            return ranking, None
+        rows = features(ranking, cache, prefix, suffix)
+        order = self.correction.rerank(key, rows)
+        return ranking.reordered(order), [rows[i] for i in order]
 
     def shown(self, completion_id: str, shown: Shown) -> list[StateKey]:
         """Remember a completion; its session's previous one, viewed and not taken, counts as rejected."""
