@@ -69,11 +69,14 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.parse_throughput
 	$(PY) -m benchmarks.train_throughput
 	$(PY) -m benchmarks.decode_latency
+	$(PY) -m benchmarks.batching_gain
 	$(PY) -m benchmarks.tree_lstm_speed
 	$(PY) -m benchmarks.hole_latency
 	$(PY) -m benchmarks.minhash
 	$(PY) -m benchmarks.protocol_codec
 	$(PY) -m benchmarks.serve_load
+	$(PY) -m benchmarks.hot_reload_load
+	$(PY) -m benchmarks.two_frontends
 	$(PY) -m benchmarks.feedback_replay
 
 clean:

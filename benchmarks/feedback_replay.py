@@ -1,30 +1,25 @@
-"""The selection layer learning from simulated users: acceptance, characters saved, learning curves.
+"""The selection layer learning from simulated users: acceptance, characters saved, learning curves, recovery.
 
-    python -m benchmarks.feedback_replay [--corpus data/small] [--editors 24] [--seconds 150] [--json F]
+    python -m benchmarks.feedback_replay [--answers DIR] [--part report|tune|all] [--sections ...] [OVERRIDES]
 
 Simulated users (the load generator's editors, `benchmarks/loadgen/editors.py`) retype held-out files and
-ask for a completion at each pause. Every served model (conf/serve.yaml: checkpoints, settings, options,
-triggers) answers each request once, in-process through the model-family registry, exactly as its
-container would with no deadline; then each configuration replays the same trace through the served
-selection code (`FeedbackLearner`, the policy, the per-user correction, the features), so every
-configuration sees the same candidates and only the selection differs.
+ask for a completion at each pause; every served model answers each request (`replay/answers.py`, kept
+under `--answers`), then each configuration replays the same trace through the served selection code
+(`replay/simulate.py`: the user's acceptance rule, and the split into a tuning and a reported part).
+Figures: acceptance rate (accepted / requests: every pause counts, answered or not), characters saved per
+100 typed, and the acceptance rate per window of requests (the learning curve); `oracle` is the share of
+requests where some model had a candidate the user would take (no ranking can do better).
 
-The acceptance rule: the user reads the first `--looks` choices (1: the ghost text an inline client shows)
-and takes the first that says what they type next for at least the next token: the longest start of the
-choice that the rest of the line starts with too, cut back to a token boundary, as editors accept a
-suggestion word by word (that many characters are saved); that sends `select`. Otherwise the list is
-dismissed (half the time, seeded) or viewed and superseded by the user's next request. Figures:
-acceptance rate (accepted / requests: every pause counts, answered or not), characters saved per 100
-typed (accepted characters / characters typed over the trace), and the acceptance rate per window of
-events (the learning curve).
-
-Scenarios: the configurations side by side; a degradation (from the middle of the trace on, the model with
-the most accepted choices answers each request with another request's candidates: fluent code in the
-wrong place, as a broken or mis-deployed model gives; an untrained network is not a sure degradation
-here, as the completers filter by what is typed and copy names from the file); two populations with
-different habits ("line" users take only choices of two tokens or more, "token" users only a single
-token), per-user correction against one global weight vector. Selection cost: microseconds to rank a
-request and to learn from an event.
+Sections (`--sections`):
+- table: each model alone, `fixed`, `exp3`, `exp4`, `exp4 + correction`;
+- degrade: from the middle on, a model answers with other requests' candidates; recovery of each policy
+  (`replay/recovery.py` defines it), for each model in turn;
+- reload: a model swapped to an untrained checkpoint of its family at a third, back at two thirds;
+- populations: even-numbered users take single tokens only, odd-numbered whole phrases only; per-user
+  correction against the policy's weights alone;
+- cost: microseconds to rank a request and to learn from its events (exp4 + correction).
+Selection settings are conf/serve.yaml's `service.selection` (override them as arguments, e.g.
+`service.selection.rate=0.3`): tune them with `--part tune`, report with `--part report`.
 """
 
 from __future__ import annotations
@@ -32,142 +27,167 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
-import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from benchmarks.loadgen.editors import Request, TraceConfig, build_trace, documents_from_corpus
-from codecomp import CONFIG_DIR
-from codecomp.checkpoint import load
-from codecomp.inference.completer import Completer, CompletionOptions, CompletionRequest
-from codecomp.inference.families import load_completer
-from codecomp.serve.api.config import ServerConfig, register_schema
-from codecomp.serve.protocol import WireCandidate
-from codecomp.serve.service.correction import Correction
-from codecomp.serve.service.learning import FeedbackLearner, Shown
-from codecomp.serve.service.selection import FixedInterleave, SelectionConfig, make_policy
-from codecomp.text.tokens import at_token
+from benchmarks.replay.answers import ModelAnswers, model_answers, served_models, untrained
+from benchmarks.replay.recovery import misplaced, recovery, swapped, windowed
+from benchmarks.replay.simulate import PARTS, Answers, Outcome, characters_typed, in_part, replay
+from codecomp.serve.service.selection import SelectionConfig
+from codecomp.serve.service.typed import takes
 
-FIRST_TOKEN = re.compile(r"\s*(?:[A-Za-z0-9_$\u0080-\U0010ffff]+|\S)")
-Answers = dict[str, list[WireCandidate]]
+POLICIES = ("fixed", "exp3", "exp4", "exp4 + correction")
+SECTIONS = ("table", "degrade", "reload", "populations", "cost")
 
 
-@dataclasses.dataclass
-class Outcome:
-    shown: bool  # at least one choice
-    accepted: bool
-    saved: int  # characters accepted
+def configurations(config: SelectionConfig) -> dict[str, SelectionConfig]:
+    return {
+        "fixed": dataclasses.replace(config, policy="fixed", correction=False),
+        "exp3": dataclasses.replace(config, policy="exp3", correction=False),
+        "exp4": dataclasses.replace(config, policy="exp4", correction=False),
+        "exp4 + correction": dataclasses.replace(config, policy="exp4", correction=True),
+    }
 
 
-def served_models(overrides: Sequence[str]) -> ServerConfig:
-    register_schema()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="serve", overrides=list(overrides))
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+def counted_rate(outcomes: Sequence[Outcome], counted: Sequence[bool]) -> float:
+    kept = [o.accepted for o, c in zip(outcomes, counted, strict=True) if c]
+    return sum(kept) / max(1, len(kept))
 
 
-def answer_all(completer: Completer, trace: Sequence[Request], options: CompletionOptions, token_only: bool,
-               batch: int = 32) -> list[list[WireCandidate]]:  # fmt: skip
-    """Every request's candidates from one completer, in trace order (sessions as the server keys them)."""
-    requests = [CompletionRequest(r.prefix.encode(), r.suffix.encode(), r.language,
-                                  f"{r.user}\0{r.document}\0{r.language}") for r in trace]  # fmt: skip
-    out: list[list[WireCandidate]] = [[] for _ in trace]
-    asked = [i for i, r in enumerate(requests) if not token_only or at_token(r.prefix)]
-    for start in range(0, len(asked), batch):
-        rows = asked[start : start + batch]
-        for i, candidates in zip(rows, completer.complete([requests[i] for i in rows], options), strict=True):
-            out[i] = [WireCandidate(c.text, c.log_prob, c.complete) for c in candidates if c.text]
-    return out
-
-
-def misplaced(answers: list[list[WireCandidate]], switch: int) -> list[list[WireCandidate]]:
-    """From request `switch` on, each answer is another request's (seeded): fluent code in the wrong place,
-    as a broken or mis-deployed model gives."""
-    rng = random.Random(1)
-    others = [a for a in answers if a]
-    return answers[:switch] + [[*rng.choice(others)] if a else a for a in answers[switch:]]
-
-
-def takes(choice: str, rest: str, habit: str) -> int:
-    """How many characters a user takes of `choice` when `rest` is what they type next (0: not taken): the
-    longest start of the choice that `rest` starts with too, cut back to a token boundary, if it covers at
-    least the next token (editors accept a suggestion word by word). A "token" user takes only a choice of
-    one token, a "line" user only two tokens or more; "any" user either."""
-    tokens = [m.end() for m in FIRST_TOKEN.finditer(choice)]
-    if not tokens or (habit == "token" and len(tokens) > 1) or (habit == "line" and len(tokens) < 2):
-        return 0
-    same = next((i for i, (a, b) in enumerate(zip(choice, rest, strict=False)) if a != b), min(len(choice), len(rest)))
-    covered = [end for end in tokens if end <= same and (end == len(rest) or not _continues(rest, end))]
-    return covered[-1] if covered else 0
-
-
-def _continues(text: str, end: int) -> bool:
-    """Whether a name or number goes on past `end` (a cut there would split a token)."""
-    return (text[end - 1].isalnum() or text[end - 1] in "_$") and (text[end].isalnum() or text[end] in "_$")
-
-
-def replay(trace: Sequence[Request], answers: dict[str, list[list[WireCandidate]]], config: SelectionConfig | None,
-           habit: Callable[[str], str], looks: int, timings: dict[str, list[float]] | None = None,
-           only: str | None = None) -> list[Outcome]:  # fmt: skip
-    """The trace through the served selection code; `config` None with `only`: that model alone."""
-    models = [only] if only else list(answers)
-    policy = make_policy(config) if config else FixedInterleave()
-    correction = Correction(config.correction_rate, config.correction_l2) if config and config.correction else None
-    learner = FeedbackLearner(policy, correction)
-    rng = random.Random(0)
-    outcomes = []
+def oracle(trace: Sequence[Request], answers: Answers, counted: Sequence[bool]) -> float:
+    """The share of counted requests where some candidate of some model would be taken."""
+    hits = 0
     for i, request in enumerate(trace):
-        prefix, suffix = request.prefix.encode(), request.suffix.encode()
-        started = time.perf_counter()
-        key = (request.user, request.language)
-        got = {m: answers[m][i] for m in models if answers[m][i]}
-        ranking, rows = learner.rank(key, models, got, dict.fromkeys(got, "miss"), prefix, suffix)
-        session = f"{request.user}\0{request.document}\0{request.language}"
-        learner.shown(str(i), Shown(request.user, request.language, session, ranking, rows))
-        ranked_at = time.perf_counter()
-        line_end = request.text.find("\n", request.position)
-        rest = request.text[request.position : line_end if line_end >= 0 else len(request.text)]
-        read = [takes(c.text, rest, habit(request.user)) for c in ranking.choices[:looks]]
-        taken = next((j for j, saved in enumerate(read) if saved), None)
-        for j in range(min(looks, len(ranking.choices))):
-            learner.event("view", str(i), j)  # as an inline client names the ghost text it showed
-        if taken is not None:
-            learner.event("select", str(i), taken)
-        elif rng.random() < 0.5:
-            learner.event("dismiss", str(i), None)
-        if timings is not None:
-            timings["rank_us"].append((ranked_at - started) * 1e6)
-            timings["learn_us"].append((time.perf_counter() - ranked_at) * 1e6)
-        outcomes.append(Outcome(bool(ranking.choices), taken is not None, read[taken] if taken is not None else 0))
-    return outcomes
+        if counted[i]:
+            line_end = request.text.find("\n", request.position)
+            rest = request.text[request.position : line_end if line_end >= 0 else len(request.text)]
+            texts = [c.text.decode("utf-8", "ignore") for m in answers for c in answers[m][i]]
+            hits += any(t.strip() and takes(t, rest) for t in texts)
+    return hits / max(1, sum(counted))
 
 
-def rate(outcomes: Sequence[Outcome]) -> float:
-    """Accepted choices per request."""
-    return sum(o.accepted for o in outcomes) / len(outcomes) if outcomes else 0.0
+def table(trace: Sequence[Request], answers: Answers, configs: dict[str, SelectionConfig], counted: list[bool],
+          window: int, looks: int) -> dict[str, Any]:  # fmt: skip
+    parts = [r for r, c in zip(trace, counted, strict=True) if c]
+    typed = characters_typed(parts)
+    print(f"\n{'configuration':<20} {'accepted':>9} {'chars saved /100 typed':>23}   learning curve (per {window})")
+    figures: dict[str, Any] = {}
+    for name in [*answers, *configs]:
+        alone = name in answers
+        outcomes = replay(trace, answers, None if alone else configs[name], looks=looks, only=name if alone else None)
+        label = f"{name} alone" if alone else name
+        saved = 100 * sum(o.saved for o, c in zip(outcomes, counted, strict=True) if c) / typed
+        accepted, points = counted_rate(outcomes, counted), windowed(outcomes, counted, window)
+        figures[label] = {"acceptance": accepted, "saved_per_100": saved, "curve": points}
+        print(f"{label:<20} {accepted:9.1%} {saved:23.2f}   " + " ".join(f"{p:.2f}" for p in points))
+    best = max((m for m in answers), key=lambda m: figures[f"{m} alone"]["acceptance"])
+    top = figures["exp4 + correction"]["acceptance"]
+    figures["oracle"] = oracle(trace, answers, counted)
+    print(f"{'oracle':<20} {figures['oracle']:9.1%}   (some model had a candidate the user would take)")
+    for other in (f"{best} alone", "fixed"):
+        gain = top / figures[other]["acceptance"] - 1 if figures[other]["acceptance"] else float("inf")
+        print(f"exp4 + correction against {other}: {gain:+.1%} relative")
+    return figures
 
 
-def curve(outcomes: Sequence[Outcome], window: int) -> list[float]:
-    return [rate(outcomes[i : i + window]) for i in range(0, len(outcomes) - window + 1, window)]
+def degradation(trace: Sequence[Request], answers: Answers, configs: dict[str, SelectionConfig], model: str,
+                counted: list[bool], window: int, looks: int) -> dict[str, Any]:  # fmt: skip
+    switch = len(trace) // 2
+    bad = {**answers, model: misplaced(answers[model], switch)}
+    gone = {**answers, model: swapped(answers[model], [[] for _ in trace], switch, len(trace))}
+    print(f"\nDegradation: from request {switch} on, {model} answers with other requests' candidates")
+    figures: dict[str, Any] = {"model": model, "switch": switch}
+    for name in POLICIES:
+        outcomes = replay(trace, bad, configs[name], looks=looks)
+        reference = replay(trace, gone, configs[name], looks=looks)
+        back = recovery(outcomes, counted, switch, window)
+        adapted = recovery(outcomes, counted, switch, window, reference)
+        before = counted_rate(outcomes[:switch], counted[:switch])
+        after = counted_rate(outcomes[switch:], counted[switch:])
+        without = counted_rate(reference[switch:], counted[switch:])
+        figures[name] = {"before": before, "after": after, "without_it": without, "back_after_events": back,
+                         "adapted_after_events": adapted, "curve": windowed(outcomes, counted, window)}  # fmt: skip
+        print(f"  {name:<18} before {before:6.1%}  after {after:6.1%} (without it {without:6.1%})  back within 5%: "
+              f"{_events(back)}  adapted: {_events(adapted)}")  # fmt: skip
+    return figures
 
 
-def recovery(outcomes: Sequence[Outcome], switch: int, window: int) -> int | None:
-    """Events after the switch until the acceptance rate over the last `window` events is back within 5% of
-    the rate over the `window` events before it; None if never."""
-    before = rate(outcomes[switch - window : switch])
-    for end in range(switch + window // 4, len(outcomes) + 1):
-        if rate(outcomes[max(switch, end - window) : end]) >= 0.95 * before:
-            return end - switch
-    return None
+def hot_reload(trace: Sequence[Request], answers: Answers, broken: ModelAnswers, model: str,
+               configs: dict[str, SelectionConfig], counted: list[bool], window: int,
+               looks: int) -> dict[str, Any]:  # fmt: skip
+    start, end = reload_span(trace)
+    reloaded = {**answers, model: swapped(answers[model], broken, start, end)}
+    absent = {**answers, model: swapped(answers[model], [[] for _ in trace], start, end)}
+    print(f"\nHot reload: {model} swapped to an untrained checkpoint at request {start}, back at {end} "
+          f"(curve per {window} counted requests)")  # fmt: skip
+    figures: dict[str, Any] = {"model": model, "broken_at": start, "back_at": end}
+    for name in POLICIES:
+        outcomes = replay(trace, reloaded, configs[name], looks=looks)
+        without = replay(trace, absent, configs[name], looks=looks)
+        clean = replay(trace, answers, configs[name], looks=looks)
+        rates = [counted_rate(outcomes[a:b], counted[a:b]) for a, b in ((0, start), (start, end), (end, len(trace)))]
+        clean_rate = counted_rate(clean[start:end], counted[start:end])
+        # After the return, "back" compares with the level before the break: recovery measured from `end`
+        # with the window before `start`.
+        level = [o for o, c in zip(outcomes[:start], counted[:start], strict=True) if c][-window:]
+        after_return = recovery([*level, *outcomes[end:]], [True] * len(level) + counted[end:], len(level), window)
+        marks = {
+            "broken_back": recovery(outcomes, counted, start, window),
+            "broken_adapted": recovery(outcomes[:end], counted[:end], start, window, without),
+            "returned_back": after_return,
+            "returned_adapted": recovery(outcomes, counted, end, window, clean),
+        }
+        points = windowed(outcomes, counted, window)
+        figures[name] = {"before": rates[0], "broken": rates[1], "after": rates[2], "never_broken": clean_rate,
+                         **marks, "curve": points}  # fmt: skip
+        print(f"  {name:<18} before {rates[0]:6.1%}  broken {rates[1]:6.1%} (never broken {clean_rate:6.1%})  after "
+              f"{rates[2]:6.1%}  | broken: back "
+              f"{_events(marks['broken_back'])}, adapted {_events(marks['broken_adapted'])}; returned: back "
+              f"{_events(marks['returned_back'])}, adapted {_events(marks['returned_adapted'])}")  # fmt: skip
+        print(f"  {'':<18} " + " ".join(f"{p:.2f}" for p in points))
+    return figures
+
+
+def reload_span(trace: Sequence[Request]) -> tuple[int, int]:
+    """The requests the reloaded model is broken for: the middle third."""
+    return len(trace) // 3, 2 * len(trace) // 3
+
+
+def populations(trace: Sequence[Request], answers: Answers, configs: dict[str, SelectionConfig],
+                counted: list[bool], looks: int) -> dict[str, Any]:  # fmt: skip
+    def habit(user: str) -> str:
+        return "token" if int(user.rsplit("-", 1)[1]) % 2 == 0 else "line"
+
+    print("\nTwo populations (token users and line users):")
+    figures: dict[str, Any] = {}
+    for name in ("exp4", "exp4 + correction"):
+        outcomes = replay(trace, answers, configs[name], habit, looks)
+        per = {h: counted_rate(outcomes, [c and habit(r.user) == h for r, c in zip(trace, counted, strict=True)])
+               for h in ("token", "line")}  # fmt: skip
+        figures[name] = {"acceptance": counted_rate(outcomes, counted), **per}
+        print(f"  {name:<18} accepted {figures[name]['acceptance']:6.1%} "
+              f"(token users {per['token']:.1%}, line users {per['line']:.1%})")  # fmt: skip
+    return figures
+
+
+def cost(trace: Sequence[Request], answers: Answers, config: SelectionConfig, looks: int) -> dict[str, Any]:
+    timings: dict[str, list[float]] = {"rank_us": [], "learn_us": []}
+    replay(trace, answers, config, looks=looks, timings=timings)
+    figures = {k: {"mean": statistics.fmean(v), "p99": sorted(v)[int(0.99 * (len(v) - 1))]} for k, v in timings.items()}
+    print(f"\nSelection cost (exp4 + correction, CPU per request): rank {figures['rank_us']['mean']:.0f} us mean, "
+          f"{figures['rank_us']['p99']:.0f} us p99; learning from its events and from what was typed "
+          f"{figures['learn_us']['mean']:.0f} us mean, {figures['learn_us']['p99']:.0f} us p99")  # fmt: skip
+    return figures
+
+
+def _events(n: int | None) -> str:
+    return "never" if n is None else f"{n} events"
 
 
 def main() -> None:
@@ -175,108 +195,59 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path("data/small"))
     parser.add_argument("--editors", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=150.0, help="trace length: sets the number of requests")
-    parser.add_argument("--window", type=int, default=200, help="events per point of the learning curves")
+    parser.add_argument("--window", type=int, default=200, help="counted requests per point of the curves")
     parser.add_argument("--looks", type=int, default=1, help="choices a user reads (1: ghost text)")
-    parser.add_argument("--degrade", help="the model that goes bad half-way (default: the one accepted most alone)")
+    parser.add_argument("--part", choices=PARTS, default="report",
+                        help="requests counted: tune (even-numbered files), report (the others), all")  # fmt: skip
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--degrade", help="comma-separated models that go bad half-way (default: each in turn)")
+    parser.add_argument("--reload", default="tree", help="the model swapped to an untrained checkpoint and back")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--answers", type=Path, help="keep the models' answers here, to replay again without them")
-    parser.add_argument("overrides", nargs="*", help="conf/serve.yaml overrides, e.g. models.char.checkpoint=PATH")
+    parser.add_argument("overrides", nargs="*", help="conf/serve.yaml overrides, e.g. service.selection.rate=0.3")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     torch.set_num_threads(2)
     served = served_models(args.overrides)
     trace = build_trace(documents_from_corpus(args.corpus, "test"),
                         TraceConfig(editors=args.editors, duration_s=args.seconds, seed=0))  # fmt: skip
-    print(f"{len(trace)} requests from {args.editors} simulated users over {args.seconds:g} s of typing")
-    answers: dict[str, list[list[WireCandidate]]] = {}
+    counted = in_part(trace, args.part)
+    print(f"{len(trace)} requests from {args.editors} simulated users over {args.seconds:g} s of typing; "
+          f"figures count the {sum(counted)} of the {args.part} part")  # fmt: skip
+    answers: dict[str, ModelAnswers] = {}
     for name, model in served.models.items():
         if not Path(model.checkpoint).is_file():
             print(f"  {name}: no checkpoint at {model.checkpoint}; left out")
             continue
         started = time.perf_counter()
-        options = CompletionOptions(model.options.k, model.options.beam, model.options.max_chars)
-        stored = (
-            args.answers / f"{name}-{load(model.checkpoint).version}-{len(trace)}.msgpack" if args.answers else None
-        )
-        if stored is not None and stored.is_file():
-            answers[name] = msgspec.msgpack.decode(stored.read_bytes(), type=list[list[WireCandidate]])
-        else:
-            completer = load_completer(model.checkpoint, **model.settings)
-            answers[name] = answer_all(completer, trace, options, model.trigger == "token")
-            if stored is not None:
-                stored.parent.mkdir(parents=True, exist_ok=True)
-                stored.write_bytes(msgspec.msgpack.encode(answers[name]))
+        answers[name] = model_answers(name, model, model.checkpoint, trace, args.answers)
         print(f"  {name}: {sum(map(bool, answers[name]))} requests answered in {time.perf_counter() - started:.0f} s")
-    typed = _characters_typed(trace)
-    config = served.service.selection
-    configurations: dict[str, SelectionConfig | None] = {
-        "fixed": dataclasses.replace(config, policy="fixed", correction=False),
-        "exp3": dataclasses.replace(config, policy="exp3", correction=False),
-        "exp4": dataclasses.replace(config, policy="exp4", correction=False),
-        "exp4 + correction": dataclasses.replace(config, policy="exp4", correction=True),
-    }
-    figures: dict[str, Any] = {"requests": len(trace), "typed_chars": typed, "configurations": {}}
-    print(
-        f"\n{'configuration':<20} {'accepted':>9} {'chars saved /100 typed':>23}   learning curve (per {args.window})"
-    )
-    results: dict[str, list[Outcome]] = {}
-    for name in [*answers, *configurations]:
-        outcomes = replay(trace, answers, configurations.get(name), lambda _: "any", args.looks, only=None if name in
-                          configurations else name)  # fmt: skip
-        label = f"{name} alone" if name in answers else name
-        results[label] = outcomes
-        saved = 100 * sum(o.saved for o in outcomes) / typed
-        points = curve(outcomes, args.window)
-        figures["configurations"][label] = {"acceptance": rate(outcomes), "saved_per_100": saved, "curve": points}
-        print(f"{label:<20} {rate(outcomes):9.1%} {saved:23.2f}   " + " ".join(f"{p:.2f}" for p in points))
-
-    # Degradation: the model with the most accepted choices goes bad half-way through.
-    best = args.degrade or max(answers, key=lambda m: rate(results[f"{m} alone"]))
-    switch = len(trace) // 2
-    degraded = {**answers, best: misplaced(answers[best], switch)}
-    print(f"\nDegradation: from request {switch} on, {best} answers with other requests' candidates")
-    figures["degradation"] = {"model": best, "switch": switch}
-    for name in ("fixed", "exp3", "exp4", "exp4 + correction"):
-        outcomes = replay(trace, degraded, configurations[name], lambda _: "any", args.looks)
-        back = recovery(outcomes, switch, args.window)
-        before, after = rate(outcomes[switch - args.window : switch]), rate(outcomes[switch:])
-        figures["degradation"][name] = {"before": before, "after": after, "recovered_after_events": back,
-                                        "curve": curve(outcomes, args.window)}  # fmt: skip
-        print(f"  {name:<18} before {before:6.1%}  after {after:6.1%}  back within 5% after "
-              f"{'never' if back is None else f'{back} events'}")  # fmt: skip
-
-    # Two populations: even-numbered users take single tokens only, odd-numbered whole phrases only.
-    def habit(user: str) -> str:
-        return "token" if int(user.rsplit("-", 1)[1]) % 2 == 0 else "line"
-
-    print("\nTwo populations (token users and line users):")
-    figures["populations"] = {}
-    for name in ("exp4", "exp4 + correction"):
-        outcomes = replay(trace, answers, configurations[name], habit, args.looks)
-        pairs = list(zip(outcomes, trace, strict=True))
-        per = {h: rate([o for o, r in pairs if habit(r.user) == h]) for h in ("token", "line")}
-        figures["populations"][name] = {"acceptance": rate(outcomes), **per}
-        print(f"  {name:<18} accepted {rate(outcomes):6.1%} "
-              f"(token users {per['token']:.1%}, line users {per['line']:.1%})")  # fmt: skip
-
-    timings: dict[str, list[float]] = {"rank_us": [], "learn_us": []}
-    replay(trace, answers, configurations["exp4 + correction"], lambda _: "any", args.looks, timings)
-    cost = {k: {"mean": statistics.fmean(v), "p99": sorted(v)[int(0.99 * (len(v) - 1))]} for k, v in timings.items()}
-    figures["cost_us"] = cost
-    print(f"\nSelection cost (exp4 + correction, per request): rank {cost['rank_us']['mean']:.0f} us mean, "
-          f"{cost['rank_us']['p99']:.0f} us p99; learning from its events {cost['learn_us']['mean']:.0f} us mean, "
-          f"{cost['learn_us']['p99']:.0f} us p99")  # fmt: skip
+    configs = configurations(served.service.selection)
+    figures: dict[str, Any] = {"requests": len(trace), "part": args.part, "counted": sum(counted),
+                               "selection": dataclasses.asdict(served.service.selection)}  # fmt: skip
+    if "table" in sections:
+        figures["configurations"] = table(trace, answers, configs, counted, args.window, args.looks)
+    if "degrade" in sections:
+        models = args.degrade.split(",") if args.degrade else list(answers)
+        figures["degradation"] = [
+            degradation(trace, answers, configs, m, counted, args.window, args.looks) for m in models
+        ]
+    if "reload" in sections and args.reload in answers:
+        model = served.models[args.reload]
+        store = args.answers or Path("serve_state/replay")
+        broken_checkpoint = untrained(model.checkpoint, store / f"untrained-{args.reload}.ckpt")
+        started = time.perf_counter()
+        broken = model_answers(args.reload, model, broken_checkpoint, trace, args.answers, range(*reload_span(trace)))
+        print(f"\n  untrained {args.reload} ({broken_checkpoint}): {sum(map(bool, broken))} requests answered "
+              f"in {time.perf_counter() - started:.0f} s")  # fmt: skip
+        figures["hot_reload"] = hot_reload(trace, answers, broken, args.reload, configs, counted, args.window,
+                                           args.looks)  # fmt: skip
+    if "populations" in sections:
+        figures["populations"] = populations(trace, answers, configs, counted, args.looks)
+    if "cost" in sections:
+        figures["cost_us"] = cost(trace, answers, configs["exp4 + correction"], args.looks)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
-
-
-def _characters_typed(trace: Sequence[Request]) -> int:
-    """Characters the users typed: per user and document, the span from the first to the last cursor (an
-    editor that comes back to a document counts the span once: a slight undercount)."""
-    spans: dict[tuple[str, int], tuple[int, int]] = {}
-    for request in trace:
-        low, high = spans.get((request.user, request.document), (request.position, request.position))
-        spans[(request.user, request.document)] = (min(low, request.position), max(high, request.position))
-    return max(1, sum(high - low for low, high in spans.values()))
 
 
 if __name__ == "__main__":

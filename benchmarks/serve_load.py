@@ -10,8 +10,9 @@ warm-up that is left out of the figures (as if already at work); their first req
 no prefix state, are reported apart as cold sessions. Capacity at the objective is the highest
 request rate at which p99 end-to-end latency stays within the objective and at most 5% of requests
 are degraded, shed or failed, found by doubling and halving the rate, then one geometric bisection.
-Configurations, on the same trace: the full system, batching off (batch size 1), prediction caches
-off, and a fixed batch size.
+Configurations, on the same trace: the full system, its line models batching a batch at a time
+instead of continuously, batching off (batch size 1), prediction caches off, and a fixed batch size;
+"wait char" is the mean time a Char-LSTM request waits in the frontend's queue.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,7 +31,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ from benchmarks.loadgen.replay import meets_objective, replay, summarize
 
 CONFIGURATIONS = {
     "full system": [],
+    # Line models batch at a time instead of continuously (a request waits for the running batch to come back).
+    "batch at a time": [f"models.{m}.batching.continuous=false" for m in ("char", "ngram")],
     "batching off": [f"models.{m}.batching.{k}" for m in ("char", "tree") for k in ("max_batch=1", "fixed=true")],
     "caches off": ["service.cache_bytes=0", "service.approx_entries=0"],
     "fixed batch 16": [f"models.{m}.batching.{k}" for m in ("char", "tree") for k in ("max_batch=16", "fixed=true")],
@@ -60,6 +64,12 @@ class Bench:
     def server(self, overrides: Sequence[str], name: str) -> ServerProcess:
         return ServerProcess([*self.extra, *overrides], log=self.logs / f"{name}.log")
 
+    @contextlib.contextmanager
+    def serving(self, overrides: Sequence[str], name: str) -> Iterator[list[str]]:
+        """The frontends one trial replays against, by URL: one server here (benchmarks.two_frontends: several)."""
+        with self.server(overrides, name) as server:
+            yield [server.url]
+
     def trace(self, factor: float, seed: int = 0) -> list[Any]:
         """The editors' requests over a warm-up and `seconds`, typed `factor` times faster (factor x the
         request rate). Editors start at random times during the warm-up, as if already at work."""
@@ -73,13 +83,16 @@ class Bench:
 
     def run(self, overrides: Sequence[str], factor: float, name: str) -> dict[str, Any]:
         trace = self.trace(factor)
-        with self.server(overrides, f"{name}-x{factor:.3g}") as server:
-            everything = asyncio.run(replay(server.url, trace, timeout_s=5.0))
+        with self.serving(overrides, f"{name}-x{factor:.3g}") as urls:
+            everything = asyncio.run(replay(urls, trace, timeout_s=5.0))
             outcomes = self.measured(everything)
             summary = summarize(outcomes, self.seconds)
             summary["rate"] = len(outcomes) / self.seconds
             summary["cold"] = cold_sessions(everything)
-            summary["batch"] = mean_batch_sizes(httpx.get(f"{server.url}/metrics").text)
+            metrics = "".join(httpx.get(f"{url}/metrics").text for url in urls)
+            summary["batch"] = mean_batch_sizes(metrics)
+            waits = mean_batch_sizes(metrics, "codecomp_queue_wait_seconds")  # in the frontend's queue, s
+            summary["queue_wait_ms"] = {model: 1000 * seconds for model, seconds in waits.items()}
             summary["meets"] = meets_objective(summary, self.objective_ms)
             summary["outcomes"] = outcomes
         print(f"  {name:<15} x{factor:<6.3g} {summary['rate']:7.1f} req/s  p99 {fmt(summary['p99_ms'])} ms  "
@@ -95,8 +108,8 @@ class Bench:
         while 1 / 64 <= factor <= 64:
             factor *= step
             results[factor] = self.run(overrides, factor, name)
-            if results[factor]["meets"] != results[start]["meets"]:
-                break
+            if results[factor]["meets"] != results[start]["meets"] or not results[factor]["count"]:
+                break  # found the edge, or a rate too low to send anything within one trial
         passing = [f for f, r in results.items() if r["meets"]]
         failing = [f for f, r in results.items() if not r["meets"]]
         if passing and failing:
@@ -108,10 +121,14 @@ class Bench:
         return (results[best]["rate"] if passing else 0.0), results[start]
 
 
-def mean_batch_sizes(metrics: str) -> dict[str, float]:
-    sums = dict(re.findall(r'codecomp_batch_size_sum\{model="(\w+)"\} ([\d.e+]+)', metrics))
-    counts = dict(re.findall(r'codecomp_batch_size_count\{model="(\w+)"\} ([\d.e+]+)', metrics))
-    return {m: float(sums[m]) / float(counts[m]) for m in sums if float(counts.get(m, 0))}
+def mean_batch_sizes(metrics: str, name: str = "codecomp_batch_size") -> dict[str, float]:
+    """Mean batch size per model (or mean of another per-model histogram `name`); `metrics` may hold several
+    frontends' texts one after another (they add up)."""
+    totals: dict[str, dict[str, float]] = {"sum": {}, "count": {}}
+    for kind, model, value in re.findall(name + r'_(sum|count)\{model="(\w+)"\} ([\d.e+-]+)', metrics):
+        totals[kind][model] = totals[kind].get(model, 0.0) + float(value)
+    sums, counts = totals["sum"], totals["count"]
+    return {m: sums[m] / counts[m] for m in sums if counts.get(m)}
 
 
 def cold_sessions(outcomes: list[Any]) -> dict[str, float]:
@@ -238,15 +255,15 @@ def cpu_per_request(bench: Bench, factor: float) -> dict[str, float]:
         replicas = httpx.get(f"{server.url}/v1/models").json()["models"]
         names = {r["pid"]: m["name"] for m in replicas for r in m["replicas"]}
         processes = {server.process.pid: "frontend", **names}
-        before = {pid: _cpu_seconds(pid) for pid in processes}
+        before = {pid: cpu_seconds(pid) for pid in processes}
         own = time.process_time()
         outcomes = asyncio.run(replay(server.url, bench.trace(factor), timeout_s=5.0))
-        spent = {name: _cpu_seconds(pid) - before[pid] for pid, name in processes.items()}
+        spent = {name: cpu_seconds(pid) - before[pid] for pid, name in processes.items()}
     spent["load generator"] = time.process_time() - own
     return {name: 1000 * seconds / len(outcomes) for name, seconds in spent.items()}
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -315,14 +332,14 @@ def main() -> None:
         f"\nAt {args.editors} editors (x1), and capacity at the objective (p99 <= {args.objective_ms:g} ms, <= 5% bad):"
     )
     print(f"{'configuration':<15} {'req/s':>6} {'p50':>6} {'p95':>6} {'p99':>6} {'cache':>6} {'degr.':>6} {'shed':>6} "
-          f"{'batch char/tree':>16} {'capacity':>9} {'x batching off':>15}")  # fmt: skip
+          f"{'batch char/tree':>16} {'wait char':>9} {'capacity':>9} {'x batching off':>15}")  # fmt: skip
     for name in names:
         s = base[name]
         batch = "/".join(f"{s['batch'].get(m, 0):.1f}" for m in ("char", "tree"))
         ratio = capacities[name] / capacities["batching off"] if capacities["batching off"] else float("inf")
         print(f"{name:<15} {s['rate']:6.1f} {fmt(s['p50_ms'])} {fmt(s['p95_ms'])} {fmt(s['p99_ms'])} "
               f"{s['cache_hit_share']:6.1%} {s['degraded_share']:6.1%} {s['shed_share']:6.1%} {batch:>16} "
-              f"{capacities[name]:9.1f} {ratio:15.1f}")  # fmt: skip
+              f"{s['queue_wait_ms'].get('char', 0):6.2f} ms {capacities[name]:9.1f} {ratio:15.1f}")  # fmt: skip
     cpu = cpu_per_request(bench, 2.0)
     figures["cpu_ms_per_request_x2"] = cpu
     print("CPU per request at x2: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu.items()))

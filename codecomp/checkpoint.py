@@ -10,10 +10,14 @@ describes the model so that serving and evaluation rebuild it with no config at 
     vocab        its vocabularies (family-specific; JSON-like)
     grammars     tree-sitter and grammar package versions it was trained with
     corpus       the corpus it was trained on, {"name", "path"} (absent before it was recorded: None)
-    ...          family-specific entries (the Tree-LSTM's `target_kinds`), kept in `Description.extra`
+    ...          family-specific entries, kept in `Description.extra`: the Tree-LSTM's `target_kinds`, and its
+                 `hole_settings` ({"shares": {setting: share}, "partial_rate", "window_bytes"}: how its training
+                 holes were built, `codecomp.data.hole_settings.HoleSettings.to_json`), from which its completer
+                 builds the context the model learnt (editor-like or whole file)
 
 Schema 1 (before the number was written) has the same entries, so both load alike; `corpus` is optional in
-both (older files lack it), so recording it needed no new schema.
+both (older files lack it), so recording it needed no new schema; nor did `hole_settings` (a file without it
+was trained on whole-file holes only, and is served so).
 
 This module imports torch only inside `load`: the HTTP process, which never loads torch, uses
 `check_file` at start-up.

@@ -30,7 +30,7 @@ from codecomp.checkpoint import load
 from codecomp.evaluation.char_eval import CharEvalSettings, evaluate_language
 from codecomp.evaluation.config import EvalConfig, register_schema
 from codecomp.evaluation.corpora import CorpusError, ShardKind, resolve_corpora
-from codecomp.evaluation.hole_eval import evaluate_holes
+from codecomp.evaluation.hole_eval import evaluate_holes, print_holes
 from codecomp.evaluation.mixture import MixtureSettings, evaluate_mixture, print_mixture
 from codecomp.inference.families import load_completer
 from codecomp.inference.ngram import NGramCompleter
@@ -45,7 +45,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
     at its task, lines or tokens, on `cfg.corpus`'s split, with baselines fitted on the train split of the
     corpus the checkpoint was trained on (or `cfg.fit_corpus`); write metrics.json and TensorBoard."""
     loaded = load(cfg.ckpt_path)
-    completer = load_completer(loaded, device=cfg.device, **cfg.completer)
+    completer = load_completer(loaded, device=cfg.device, quantize=cfg.quantize, **cfg.completer)
     corpora = resolve_corpora(cfg.corpus, cfg.split, cfg.languages, cfg.fit_corpus, loaded.description.corpus,
                               _SHARDS.get(completer.task, "text"), cfg.ckpt_path)  # fmt: skip
     # The tasks read the resolved corpora from the config: the fitted corpus, the languages the split has.
@@ -70,10 +70,13 @@ def evaluate(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
 def evaluate_tokens(cfg: EvalConfig, completer: Any) -> dict[str, Any]:
     """Hole prediction of a token completer (a TreeLSTMCompleter), beside its ablation if given."""
     ablation = cfg.holes.ablation_ckpt_path
-    ablation_completer: Any = load_completer(ablation, device=cfg.device, **cfg.completer) if ablation else None
+    ablation_completer: Any = (
+        load_completer(ablation, device=cfg.device, quantize=cfg.quantize, **cfg.completer) if ablation else None
+    )
     return {
         language: evaluate_holes(completer, ablation_completer, Path(cfg.corpus), cfg.split, language,
-                                 cfg.holes.per_language, cfg.seed, fit_corpus=Path(cfg.fit_corpus or cfg.corpus))
+                                 cfg.holes.per_language, cfg.seed, fit_corpus=Path(cfg.fit_corpus or cfg.corpus),
+                                 contexts=cfg.holes.contexts, partial_rate=cfg.holes.partial_rate)
         for language in cfg.languages
     }  # fmt: skip
 
@@ -135,7 +138,7 @@ def _scalars(tree: Any, prefix: str) -> list[tuple[str, float]]:
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=120)
-    printer = _print_holes if report["task"] == "token" else _print_char
+    printer = print_holes if report["task"] == "token" else _print_char
     printer(report, console)
 
 
@@ -152,25 +155,6 @@ def _print_char(report: dict[str, Any], console: Console) -> None:
                           "n/a" if ratio is None else f"{ratio:.3f}")  # fmt: skip
     console.print(table)
     print_mixture(report, console)
-
-
-def _print_holes(report: dict[str, Any], console: Console) -> None:
-    title = (f"{report['checkpoint']} holes on {report['corpus']} [{report['split']}]; train frequencies from "
-             f"{report['fit_corpus']}/train")  # fmt: skip
-    table = Table(title=escape(title))
-    for column in ("language", "context", "system", "top-1 %", "top-5 %", "MRR"):
-        table.add_column(column, justify="left" if column in ("language", "context", "system") else "right")
-    for language, result in report["languages"].items():
-        for context in ("whole_file", "prefix"):
-            for system, scores in result[context].items():
-                if isinstance(scores, dict):
-                    table.add_row(language, context, system, f"{scores['top1']:.1f}", f"{scores['top5']:.1f}",
-                                  f"{scores['mrr']:.3f}")  # fmt: skip
-        console.print(f"{language}: {result['holes']} holes, {result['target_oov_rate']:.1f}% of targets outside the "
-                      f"vocabulary; not predictable at all (neither in vocabulary nor in context): "
-                      f"{result['whole_file']['unpredictable_share']:.1f}% whole file, "
-                      f"{result['prefix']['unpredictable_share']:.1f}% prefix")  # fmt: skip
-    console.print(table)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

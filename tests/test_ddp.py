@@ -36,7 +36,7 @@ class _Trainer:  # what a DataModule reads of its Trainer here
 @pytest.mark.parametrize("stage", ["train", "val"])
 def test_char_windows_are_shared_out_across_processes(fixture_corpus, stage):
     def windows(rank: int) -> tuple[list[int], int]:
-        module = CharDataModule(fixture_corpus, seq_len=32, batch_size=4)
+        module = CharDataModule(fixture_corpus, seq_len=32, batch_size=4, carry_state=False)
         module.trainer = _Trainer(rank, 2)  # type: ignore[assignment]
         module.setup()
         loader: DataLoader = getattr(module, f"{stage}_dataloader")()
@@ -45,6 +45,20 @@ def test_char_windows_are_shared_out_across_processes(fixture_corpus, stage):
     (first, count), (second, _) = windows(0), windows(1)
     assert len(first) == len(second) >= count // 2  # as many steps in each process
     assert len(set(first) & set(second)) <= 1  # disjoint shares, but for a window that evens out an odd count
+
+
+@pytest.mark.parametrize("stage", ["train", "val"])
+def test_char_file_lanes_are_shared_out_across_processes(fixture_corpus, stage):
+    def lanes(rank: int) -> tuple[list[int], int]:
+        module = CharDataModule(fixture_corpus, seq_len=32, batch_size=2)  # lanes of whole files (carry_state)
+        module.trainer = _Trainer(rank, 2)  # type: ignore[assignment]
+        module.setup()
+        loader: DataLoader = getattr(module, f"{stage}_dataloader")()
+        return [f for lane in loader.dataset.lanes for f in lane], len(loader)  # type: ignore[attr-defined]
+
+    (first, steps), (second, other_steps) = lanes(0), lanes(1)
+    assert steps == other_steps > 0  # as many steps in each process
+    assert first and second and not set(first) & set(second)  # disjoint shares of the files
 
 
 @pytest.mark.slow  # two launches of two processes each: about a minute on two CPU cores

@@ -145,13 +145,30 @@ def test_hole_metrics_against_baselines_and_ablation(tiny_tree_checkpoints, fixt
     for language in ("cpp", "javascript"):
         result = report["languages"][language]
         assert result["holes"] == 12 and 0 <= result["target_oov_rate"] <= 100
-        for context in ("whole_file", "prefix"):
+        assert 0 <= result["member_access_share"] <= 100 and result["partly_typed_share"] == 0
+        for context in ("whole_file", "editor", "prefix"):
             systems = result[context]
             assert {"model", "upward_only", "file_frequency", "train_frequency"} <= set(systems)
             for name in ("model", "upward_only", "file_frequency", "train_frequency"):
                 scores = systems[name]
                 assert 0 <= scores["top1"] <= scores["top5"] <= 100 and 0 <= scores["mrr"] <= 1
                 assert sum(k["holes"] for k in scores["by_kind"].values()) == 12
+                positions = scores["by_position"]  # member accesses (after `.`, `->`, `::`) apart
+                assert set(positions) == {"member_access", "other"}
+                assert positions["member_access"]["holes"] + positions["other"]["holes"] == 12
+                assert positions["member_access"]["holes"] == round(result["member_access_share"] * 12 / 100)
         # every name in reach of the whole file is in reach of its prefix too, not the other way round
-        assert result["whole_file"]["copyable_share"] >= result["prefix"]["copyable_share"]
+        assert result["whole_file"]["copyable_share"] >= result["editor"]["copyable_share"]
+        assert result["editor"]["copyable_share"] >= result["prefix"]["copyable_share"]
+    print_report(report)
+    written = json.loads((tmp_path / "holes" / "metrics.json").read_text())
+    assert written["settings"]["holes"]["contexts"] == ["whole_file", "editor", "prefix"]
+
+
+def test_hole_contexts_and_typed_prefixes_are_chosen(tiny_tree_checkpoints, fixture_corpus, tmp_path):
+    overrides = ["holes.per_language=8", "holes.contexts=[editor]", "holes.partial_rate=1.0", "languages=[cpp]"]
+    report = evaluate(eval_config(tiny_tree_checkpoints[0], fixture_corpus, overrides), tmp_path / "typed")
+    result = report["languages"]["cpp"]
+    assert "editor" in result and "whole_file" not in result and "prefix" not in result
+    assert result["partly_typed_share"] > 0  # targets of two or more characters, partly typed
     print_report(report)

@@ -47,6 +47,8 @@ def test_drops_are_counted_by_reason(corpus):
     assert stats["transformed"] == {
         "licence_headers_stripped": {"javascript": 1},
         "line_endings_normalised": {"javascript": 1},
+        # fx-core's lib/copy.js and lib/near.js (train) duplicate files of fx-test and fx-near: dropped from train
+        "held_out_duplicates_dropped_from_train": {"javascript": 2},
     }
 
 

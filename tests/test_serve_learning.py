@@ -16,7 +16,9 @@ def selection(url):
 
 
 def test_feedback_moves_the_weights_and_they_survive_a_killed_server(tmp_path, checkpoints):
-    settings = [*overrides(tmp_path, *checkpoints), "models.char.replicas=1", "service.selection.policy=exp4"]
+    # Without learning from typing, the policy learns from the events (with it, from what the session types next).
+    settings = [*overrides(tmp_path, *checkpoints), "models.char.replicas=1", "service.selection.policy=exp4",
+                "service.selection.learn_from_typing=false"]  # fmt: skip
     with ServerProcess(settings) as server:
         assert selection(server.url)["population_weights"]["javascript"] == {}  # nothing learned yet
         taught = 0

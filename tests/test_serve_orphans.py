@@ -101,3 +101,30 @@ def test_make_stop_ends_a_server_started_in_the_background_with_every_process_it
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+LAUNCHER = """
+import sys
+from benchmarks.loadgen.launch import ServerProcess
+server = ServerProcess(sys.argv[1:]).__enter__()
+print(server.process.pid, server.url, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_a_benchmark_killed_outright_takes_the_servers_it_started_with_it(tmp_path, checkpoints):
+    """A benchmark or test that starts servers (benchmarks/loadgen/launch.py) and is killed leaves none behind."""
+    root = Path(__file__).resolve().parent.parent
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, *overrides(tmp_path, *checkpoints)], cwd=root,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert launcher.stdout is not None
+        pid, url = launcher.stdout.readline().split()
+        tree = [int(pid), *the_server_tree(url, int(pid))]
+        launcher.kill()
+        launcher.wait()
+        # SIGTERM reaches the frontend (a clean stop: it takes its containers with it); 10 s covers the drain.
+        assert seconds_until_gone(tree, limit_s=10.0) < 10.0, f"left behind: {running(tree)}"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

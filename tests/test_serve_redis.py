@@ -3,16 +3,14 @@ installed), the store alone, then `codecomp-serve` frontends as real processes s
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
 import time
 
 import httpx
 import pytest
-import redis
 
-from benchmarks.loadgen.launch import ServerProcess, free_port
+from benchmarks.loadgen.launch import ServerProcess
+from benchmarks.loadgen.redis_process import NOT_INSTALLED, RedisProcess, installed
 from codecomp.serve.protocol import WireCandidate
 from codecomp.serve.service.correction import Correction, features
 from codecomp.serve.service.feedback import Event
@@ -22,50 +20,15 @@ from codecomp.serve.service.selection import GLOBAL, Exp4
 from codecomp.serve.service.state_store import StoreConfig, StoreUnavailable
 from tests.test_serve_processes import overrides
 
-NO_REDIS = "redis-server is not installed (Debian: apt-get install -y redis-server; .ci/run installs it)"
-
-
-class RedisProcess:
-    """A redis-server of the test's own, on a free loopback port, its append-only file in `folder` (so that a
-    killed and restarted one keeps what it acknowledged)."""
-
-    def __init__(self, folder):
-        self.folder, self.port = folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
-
 
 @pytest.fixture
 def redis_server(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip(NO_REDIS)
+    if not installed():
+        pytest.skip(NOT_INSTALLED)
     server = RedisProcess(tmp_path)
     server.start()
     yield server
-    if server.process is not None and server.process.poll() is None:
+    if server.running():
         server.kill()
 
 
@@ -230,8 +193,10 @@ def test_while_redis_is_down_events_wait_in_a_durable_bounded_buffer(redis_serve
 def frontend(tmp_path, name, checkpoints, redis_url):
     folder = tmp_path / name
     folder.mkdir()
+    # Without learning from typing, so that the events (what these tests share and count) teach the policy.
     return ServerProcess([*overrides(folder, *checkpoints), "models.char.replicas=1", "store.backend=redis",
-                          f"store.redis_url={redis_url}", "service.selection.policy=exp4"])  # fmt: skip
+                          f"store.redis_url={redis_url}", "service.selection.policy=exp4",
+                          "service.selection.learn_from_typing=false"])  # fmt: skip
 
 
 def teach_tree(client, url, times=12, user="ada"):

@@ -122,7 +122,7 @@ def test_features_say_who_proposed_what_and_whether_its_names_are_in_the_file():
 
 
 def test_correction_ranks_as_the_policy_at_first_then_learns_a_users_habit():
-    correction = Correction(rate=0.5, l2=0.0, population_share=0.0)
+    correction = Correction(rate=0.5, l2=0.0, population_rate=0.0)
     short = {"bias": 1.0, "policy": 0.4, "length": 0.1}
     long = {"bias": 1.0, "policy": 0.6, "length": 0.8}
     assert correction.rerank(ADA, [long, short]) == [0, 1]

@@ -60,7 +60,8 @@ def test_tabby_agent_connects_completes_and_reports(tmp_path):
     assert state["version"]["git_describe"].startswith("codecomp v")  # semver-coerced below 0.9: no /v1beta
     assert answer.status_code == 200
     completion = answer.json()
-    assert completion["choices"][0] == {"index": 0, "text": "etupmoc!", "score": -0.5, "model": "echo"}
+    assert completion["choices"][0] == {"index": 0, "text": "etupmoc!", "score": -0.5, "model": "echo",
+                                        "version": "echo@v1"}  # fmt: skip
     assert completion["language"] == "javascript" and completion["reason"] is None  # TypeScript: the JS models
     assert event.status_code == 200
 

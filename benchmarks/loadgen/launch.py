@@ -15,6 +15,8 @@ from typing import IO, Any
 
 import httpx
 
+from codecomp.serve import lifeline
+
 
 def wait_healthy(url: str, timeout_s: float = 120.0, process: subprocess.Popen[str] | None = None) -> dict[str, Any]:
     """Poll `url`/v1/health until every model has a live replica (raises if `process` exits first)."""
@@ -62,8 +64,9 @@ class ServerProcess:
         if self.log is not None:
             self._log_file = output = open(self.log, "w")  # closed in stop()
         self.process = subprocess.Popen(
-            self.command, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
+            self.command, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            preexec_fn=_stop_with_launcher,
+        )  # fmt: skip
         try:
             self.wait_healthy()
         except BaseException:
@@ -108,3 +111,10 @@ class ServerProcess:
 
 if __name__ == "__main__":  # `python -m benchmarks.loadgen.launch URL`: wait until the server there is healthy
     print(wait_healthy(sys.argv[1]))
+
+
+def _stop_with_launcher() -> None:
+    """In the server's process, before it runs: SIGTERM (a clean stop, containers with it) when the benchmark or
+    test that started it dies, even by SIGKILL. Its session of its own keeps the terminal's signals away from it,
+    so nothing else would stop it."""
+    lifeline.set_parent_death_signal(signal.SIGTERM)

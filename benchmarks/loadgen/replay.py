@@ -5,6 +5,8 @@ earlier ones came back), so a slow server sees the queue build up as it would in
 client politely slowing down.
 
     python -m benchmarks.loadgen.replay --url http://127.0.0.1:8000 --corpus data/small --editors 32 --duration 20
+
+Given several URLs (frontends sharing their state), each editor's session goes to one of them, always the same.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,7 @@ class Outcome:
         choices: Number of choices returned.
         error: Why the request failed, None when it was answered.
         user: The editor that sent it.
+        frontend: Index of the URL it went to (`route`).
     """
 
     scheduled_s: float
@@ -58,6 +63,7 @@ class Outcome:
     choices: int = 0
     error: str | None = None
     user: str = ""
+    frontend: int = 0
 
     @property
     def lag_s(self) -> float:
@@ -76,12 +82,19 @@ class Outcome:
 # ---------------------------------------------------------------------------------------------------- replay
 
 
+def route(user: str, frontends: int) -> int:
+    """Which of `frontends` URLs serves an editor, always the same: `editor-<i>` goes to i mod `frontends` (the
+    trace's editors split evenly), any other name by a stable hash (CRC-32, not Python's salted `hash`)."""
+    numbered = re.fullmatch(r"editor-(\d+)", user)
+    return (int(numbered[1]) if numbered else zlib.crc32(user.encode())) % frontends
+
+
 async def replay(
-    base_url: str,
+    base_url: str | Sequence[str],
     trace: Sequence[Request],
     timeout_s: float = 5.0,
     token: str | None = None,
-    client: PostClient | None = None,
+    client: PostClient | Sequence[PostClient] | None = None,
 ) -> list[Outcome]:
     """Send the trace's requests open-loop and record what became of each.
 
@@ -89,19 +102,22 @@ async def replay(
     client itself falls behind (a busy event loop), late requests leave at once and `Outcome.sent_s` records it.
 
     Args:
-        base_url: Server root, e.g. `http://127.0.0.1:8000`.
+        base_url: Server root, e.g. `http://127.0.0.1:8000`, or several (frontends sharing their state): each
+            editor's requests go to the one `route` picks.
         trace: Requests, sorted by send time (as `build_trace` returns them).
         timeout_s: Total deadline of one request; a request past it counts as an error (status 0).
         token: Bearer token for the `Authorization` header.
-        client: Client bound to the server (tests inject one over a fake server); by default a
-            `KeepAliveClient(base_url)`, closed afterwards.
+        client: Client bound to the server, or one per URL (tests inject them over fake servers); by default a
+            `KeepAliveClient` per URL, closed afterwards.
 
     Returns:
         One outcome per request, in trace order.
     """
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
     own_client = client is None
-    if client is None:
-        client = KeepAliveClient(base_url)
+    clients = [KeepAliveClient(url) for url in urls] if client is None else _as_list(client)
+    if len(clients) != len(urls):
+        raise ValueError(f"{len(clients)} clients for {len(urls)} URLs")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     tasks: list[asyncio.Task[Outcome]] = []
     try:
@@ -110,21 +126,27 @@ async def replay(
             delay = start + request.t - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_send(client, request, headers, start, timeout_s)))
+            frontend = route(request.user, len(clients))
+            tasks.append(asyncio.create_task(_send(clients[frontend], frontend, request, headers, start, timeout_s)))
         outcomes = list(await asyncio.gather(*tasks))
     finally:
         for task in tasks:  # only unfinished when the replay itself was cancelled or failed
             task.cancel()
         if own_client:
-            await client.aclose()
+            for one in clients:
+                await one.aclose()
     late = sum(outcome.lag_s > 0.01 for outcome in outcomes)
     if late:
         logger.warning("%d of %d requests left more than 10 ms late: the client is saturated", late, len(outcomes))
     return outcomes
 
 
+def _as_list(client: PostClient | Sequence[PostClient]) -> list[PostClient]:
+    return list(client) if isinstance(client, Sequence) else [client]
+
+
 async def _send(
-    client: PostClient, request: Request, headers: dict[str, str], start: float, timeout_s: float
+    client: PostClient, frontend: int, request: Request, headers: dict[str, str], start: float, timeout_s: float
 ) -> Outcome:
     sent = time.monotonic()
     status, error = 0, None
@@ -155,6 +177,7 @@ async def _send(
         choices=len(body.get("choices") or []),
         error=error,
         user=request.user,
+        frontend=frontend,
     )
 
 
@@ -236,7 +259,7 @@ def _format_table(summary: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Build a trace from a corpus's test split, replay it against a server and print the summary."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen.replay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server root")
+    parser.add_argument("--url", nargs="+", default=["http://127.0.0.1:8000"], help="server root(s)")
     parser.add_argument("--corpus", type=Path, default=Path("data/small"), help="corpus folder (data/<recipe>)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--languages", nargs="+", default=["javascript", "cpp"])

@@ -8,6 +8,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from codecomp.data.hole_settings import (
+    SETTINGS,
+    HoleSettings,
+    cursor_text,
+    parse_at_cursor,
+    sample_partial,
+    statement_end,
+    window,
+)
 from codecomp.data.tree_batch import TreeBatch
 from codecomp.data.tree_vocab import TreeVocab
 from codecomp.parsing import CodeTree, kind_names
@@ -29,18 +38,32 @@ def target_leaves(tree: CodeTree, target_kinds: Mapping[str, Sequence[str]]) -> 
 
 @dataclasses.dataclass(frozen=True)
 class HoleExample:
-    """A tree whose `holes` (leaf indices) have their values hidden; `targets` are the hidden texts."""
+    """A tree whose `holes` (leaf indices) have their values hidden; `targets` are the hidden texts.
+
+    `setting` says how the tree was built (`hole_settings.SETTINGS`); `partials`, when not empty, holds per
+    hole the part of its token already typed (b"" where none).
+    """
 
     tree: CodeTree
     holes: np.ndarray
     targets: tuple[str, ...]
+    setting: str = "whole_file"
+    partials: tuple[bytes, ...] = ()
 
 
-def make_holes(tree: CodeTree, holes: np.ndarray) -> HoleExample:
-    targets = tuple(tree.value(int(h)) or "" for h in holes)
+def make_holes(
+    tree: CodeTree,
+    holes: np.ndarray,
+    targets: tuple[str, ...] | None = None,
+    setting: str = "whole_file",
+    partials: tuple[bytes, ...] = (),
+) -> HoleExample:
+    """Hide the leaves `holes`; their texts are the targets unless `targets` are given (a placeholder's)."""
+    targets = tuple(tree.value(int(h)) or "" for h in holes) if targets is None else targets
     values = tree.values.copy()
     values[holes] = HOLE
-    return HoleExample(dataclasses.replace(tree, values=values), np.asarray(holes, dtype=np.int64), targets)
+    holes = np.asarray(holes, dtype=np.int64)
+    return HoleExample(dataclasses.replace(tree, values=values), holes, targets, setting, partials)
 
 
 def sample_holes(
@@ -50,6 +73,46 @@ def sample_holes(
     candidates = target_leaves(tree, target_kinds)
     count = min(len(candidates), max_holes, max(1, round(rate * len(candidates))))
     return make_holes(tree, np.sort(rng.choice(candidates, size=count, replace=False)) if count else candidates)
+
+
+def cursor_example(
+    tree: CodeTree, document: bytes, leaf: int, setting: str, partial: bytes = b"", window_bytes: int | None = None
+) -> HoleExample | None:
+    """One hole at target `leaf` of `document` (parsed as `tree`) in an editor or prefix setting: the text an
+    editor holds while that token is typed (`hole_settings.cursor_text`), within the window if given, parsed
+    with the placeholder at the cursor. None when the parse does not keep the placeholder whole."""
+    start = int(tree.starts[leaf])
+    text, cursor = cursor_text(document, start, setting, statement_end(tree, leaf), partial)
+    before, after = text[: cursor - len(partial)], text[cursor:]
+    if window_bytes is not None:
+        before, after = window(before, after, window_bytes)
+    parsed = parse_at_cursor(before, after, tree.language)
+    if parsed is None:
+        return None
+    cut, hole = parsed
+    return make_holes(cut, np.array([hole]), (tree.value(leaf) or "",), setting, (partial,))
+
+
+def sample_example(
+    tree: CodeTree,
+    document: bytes | None,
+    settings: HoleSettings,
+    target_kinds: Mapping[str, Sequence[str]],
+    rate: float,
+    max_holes: int,
+    rng: np.random.Generator,
+) -> HoleExample:
+    """Holes of a setting drawn by share: whole_file holes as `sample_holes`, or one editor or prefix hole at a
+    random target leaf (whole_file when the document is not at hand or the placeholder does not parse)."""
+    setting = settings.draw(rng)
+    candidates = target_leaves(tree, target_kinds)
+    if setting != "whole_file" and document is not None and len(candidates):
+        leaf = int(rng.choice(candidates))
+        partial = sample_partial(tree.value(leaf) or "", settings.partial_rate, rng)
+        example = cursor_example(tree, document, leaf, setting, partial, settings.window_bytes)
+        if example is not None:
+            return example
+    return sample_holes(tree, target_kinds, rate, max_holes, rng)
 
 
 @dataclasses.dataclass
@@ -65,6 +128,8 @@ class HoleBatch:
         pair_match: (P,) bool, the occurrence's text is the hole's hidden text.
         occurrence_texts: the text of each occurrence (to merge copy scores by name at inference).
         targets: the hidden texts.
+        hole_setting: (H,) each hole's setting, an index into `hole_settings.SETTINGS`.
+        partials: per hole, the part of its token already typed (b"" where none).
     """
 
     trees: TreeBatch
@@ -77,6 +142,8 @@ class HoleBatch:
     pair_match: torch.Tensor
     occurrence_texts: list[str]
     targets: list[str]
+    hole_setting: torch.Tensor
+    partials: list[bytes]
 
     def to(self, device: torch.device | str) -> HoleBatch:
         moved = {
@@ -98,6 +165,8 @@ def collate_holes(
     occurrence_nodes: list[int] = []
     occurrence_texts: list[str] = []
     targets: list[str] = []
+    hole_setting: list[int] = []
+    partials: list[bytes] = []
     pair_hole, pair_occurrence, pair_match = [], [], []
     for index, example in enumerate(examples):
         first_hole, first_occurrence = len(hole_nodes), len(occurrence_nodes)
@@ -106,6 +175,8 @@ def collate_holes(
         hole_nodes.extend((example.holes + offsets[index]).tolist())
         hole_tree.extend([index] * len(example.holes))
         targets.extend(example.targets)
+        hole_setting.extend([SETTINGS.index(example.setting)] * len(example.holes))
+        partials.extend(example.partials or [b""] * len(example.holes))
         occurrence_nodes.extend((visible + offsets[index]).tolist())
         occurrence_texts.extend(texts)
         # Every (hole, occurrence) pair of this tree, and whether the occurrence's text is the answer.
@@ -127,4 +198,6 @@ def collate_holes(
         pair_match=torch.from_numpy(np.concatenate(pair_match)),
         occurrence_texts=occurrence_texts,
         targets=list(targets),
+        hole_setting=as_long(hole_setting),
+        partials=partials,
     )

@@ -10,16 +10,18 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleExample, collate_holes, sample_holes
-from codecomp.data.shards import TreeShard
+from codecomp.data.hole_settings import HoleSettings
+from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleExample, collate_holes, sample_example
+from codecomp.data.shards import TextShard, TreeShard
 from codecomp.data.tree_vocab import TreeVocab
 
 
 class HoleDataset(Dataset):
-    """The trees of some shards, each with freshly sampled holes.
+    """The trees of some shards, each with freshly sampled holes of a setting drawn by share (`settings`).
 
     Holes depend on (seed, epoch, index) only: validation keeps `epoch` at 0 and so sees the same
-    holes every time; training moves to a new epoch and sees new ones.
+    holes every time; training moves to a new epoch and sees new ones. Editor and prefix holes read the
+    files' text (`texts`, the text shards beside the tree shards) and parse it cut at the cursor.
     """
 
     def __init__(
@@ -30,14 +32,29 @@ class HoleDataset(Dataset):
         max_holes: int,
         max_nodes: int,
         seed: int,
+        settings: HoleSettings | None = None,
+        texts: Sequence[TextShard] | None = None,
     ) -> None:
         self.shards, self.target_kinds = list(shards), target_kinds
         self.mask_rate, self.max_holes, self.seed, self.epoch = mask_rate, max_holes, seed, 0
+        self.settings = settings or HoleSettings()
+        self.texts = list(texts) if texts is not None else None
         self.items = [
             (s, t) for s, shard in enumerate(self.shards) for t in range(len(shard))
             if shard.tree_ptr[t + 1] - shard.tree_ptr[t] <= max_nodes
         ]  # fmt: skip
-        self.sizes = np.array([int(self.shards[s].tree_ptr[t + 1] - self.shards[s].tree_ptr[t]) for s, t in self.items])
+        self.sizes = np.array([self._expected_nodes(s, t) for s, t in self.items], dtype=np.int64)
+
+    def _expected_nodes(self, shard: int, tree: int) -> int:
+        """The tree's node count, less what windowed editor and prefix holes leave out on average (batches are
+        planned by node count before the settings are drawn)."""
+        nodes = int(self.shards[shard].tree_ptr[tree + 1] - self.shards[shard].tree_ptr[tree])
+        window = self.settings.window_bytes
+        n_bytes = int(self.shards[shard].n_bytes[tree])
+        if window is None or self.texts is None or n_bytes <= 1.5 * window:
+            return nodes
+        cursor_share = 1.0 - self.settings.shares.get("whole_file", 0.0)
+        return round(nodes * (1.0 - cursor_share * (1.0 - 1.5 * window / n_bytes)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -45,7 +62,13 @@ class HoleDataset(Dataset):
     def __getitem__(self, index: int) -> HoleExample:
         shard, tree = self.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        return sample_holes(self.shards[shard].tree(tree), self.target_kinds, self.mask_rate, self.max_holes, rng)
+        code_tree = self.shards[shard].tree(tree)
+        document = None
+        if self.texts is not None and set(self.settings.shares) != {"whole_file"}:
+            document = self.texts[shard].document(int(self.shards[shard].file_index[tree]))
+        return sample_example(
+            code_tree, document, self.settings, self.target_kinds, self.mask_rate, self.max_holes, rng
+        )
 
 
 class NodeBudgetBatchSampler(Sampler[list[int]]):
@@ -92,6 +115,11 @@ class TreeHoleDataModule(pl.LightningDataModule):
     mask_rate, max_holes: the share of a tree's target leaves hidden per example, and a bound.
     max_nodes: larger trees are left out of training and validation.
     node_budget: nodes per batch.
+    hole_settings: per hole setting (`whole_file`, `editor`, `prefix`), the share of files that get holes of
+        it (and its share of the loss); None: whole_file only. See `codecomp.data.hole_settings`.
+    partial_rate: share of editor and prefix holes whose token is partly typed.
+    hole_window_bytes: editor and prefix holes read whole lines within this many bytes before the cursor (half
+        as many after), like the server's window; None: the whole file.
     """
 
     def __init__(
@@ -105,8 +133,12 @@ class TreeHoleDataModule(pl.LightningDataModule):
         node_budget: int = 20000,
         num_workers: int = 0,
         seed: int = 0,
+        hole_settings: Mapping[str, float] | None = None,
+        partial_rate: float = 0.0,
+        hole_window_bytes: int | None = None,
     ) -> None:
         super().__init__()
+        self.hole_settings = HoleSettings.create(hole_settings, partial_rate, hole_window_bytes)
         self.corpus, self.languages = Path(corpus), list(languages)
         self.target_kinds = {k: tuple(v) for k, v in (target_kinds or DEFAULT_TARGET_KINDS).items()}
         self.mask_rate, self.max_holes, self.max_nodes = mask_rate, max_holes, max_nodes
@@ -116,13 +148,14 @@ class TreeHoleDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.vocab = TreeVocab.from_corpus(self.corpus, self.languages)
         for split in ("train", "valid", "test"):
-            shards = [TreeShard(self.corpus / split / lang) for lang in self.languages
-                      if (self.corpus / split / lang / "trees").exists()]  # fmt: skip
-            if not shards:
+            folders = [self.corpus / split / lang for lang in self.languages
+                       if (self.corpus / split / lang / "trees").exists()]  # fmt: skip
+            if not folders:
                 raise FileNotFoundError(f"no tree shard in {self.corpus / split}: build the corpus first")
             self.datasets[split] = HoleDataset(
-                shards, self.target_kinds, self.mask_rate, self.max_holes, self.max_nodes, self.seed
-            )
+                [TreeShard(folder) for folder in folders], self.target_kinds, self.mask_rate, self.max_holes,
+                self.max_nodes, self.seed, self.hole_settings, [TextShard(folder) for folder in folders],
+            )  # fmt: skip
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]

@@ -84,7 +84,7 @@ def build_corpus(recipe: Recipe, config: BuildConfig) -> dict:
         archives = [fetch(package, config.cache_dir) for package in tqdm(recipe.packages, desc="fetch", unit="pkg")]
         drops: dict[str, Counter[str]] = defaultdict(Counter)
         files, transforms = _filtered_files(recipe, archives, config.filters, drops)
-        files = _deduplicated(files, config, drops)
+        files, transforms["held_out_duplicates_dropped_from_train"] = _deduplicated(files, config, drops)
         trees = _parse_all(files, config, drops)
         by_shard: dict[tuple[str, str], list[int]] = defaultdict(list)
         for index, file in enumerate(files):
@@ -146,22 +146,31 @@ def _filtered_files(
     return files, {"licence_headers_stripped": stripped, "line_endings_normalised": normalised}
 
 
-def _deduplicated(files: list[CorpusFile], config: BuildConfig, drops: dict[str, Counter[str]]) -> list[CorpusFile]:
-    """Keep one file per (near-)duplicate family, preferring the most held-out split."""
+def _deduplicated(
+    files: list[CorpusFile], config: BuildConfig, drops: dict[str, Counter[str]]
+) -> tuple[list[CorpusFile], Counter[str]]:
+    """Keep one file per (near-)duplicate family, preferring the most held-out split.
+
+    Also counts, per language, the train files dropped because a valid or test file is their (near) duplicate:
+    the held-out figures would have been measured on code seen in training.
+    """
     families = dedupe.duplicate_families(
         [f.text for f in files], config.dedupe.near_threshold, config.dedupe.min_tokens
     )
     rank = {"test": 0, "valid": 1, "train": 2}
     duplicate_of = dedupe.keep_one_per_family(families, [rank[f.split] for f in files])
-    kept = []
+    kept, leaks = [], Counter[str]()
     for file, original in zip(files, duplicate_of, strict=False):
         if original is None:
             kept.append(file)
-        elif dedupe.exact_key(file.text) == dedupe.exact_key(files[original].text):
+            continue
+        if file.split == "train" and files[original].split != "train":
+            leaks[file.language] += 1
+        if dedupe.exact_key(file.text) == dedupe.exact_key(files[original].text):
             drops[file.language][EXACT_DUPLICATE] += 1
         else:
             drops[file.language][NEAR_DUPLICATE] += 1
-    return kept
+    return kept, leaks
 
 
 def _parse_job(job: tuple[bytes, str]) -> CodeTree | None:

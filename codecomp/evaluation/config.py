@@ -37,6 +37,10 @@ class LineCompletionConfig:
 class HolesConfig:
     per_language: int = 500
     ablation_ckpt_path: str | None = None
+    # hole settings scored (codecomp.data.hole_settings.SETTINGS), and the share of holes partly typed in the
+    # editor and prefix ones
+    contexts: list[str] = dataclasses.field(default_factory=lambda: ["whole_file", "editor", "prefix"])
+    partial_rate: float = 0.0
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ class EvalConfig:
     max_documents: int | None = None  # files sampled per language; None: all
     device: str = "cpu"
     seed: int = 0
+    quantize: str = "none"  # or int8: the completer's matrix products dynamically quantized (CPU), as served
     # The `completer` block of conf/eval.yaml: how the checkpoint's completer is built.
     completer: dict[str, Any] = dataclasses.field(default_factory=dict)
     ngram: NgramConfig = dataclasses.field(default_factory=NgramConfig)

@@ -1,4 +1,5 @@
-"""Beam search over bytes for the rest of a line, for many requests at once, driven one step at a time.
+"""Beam search over bytes for the rest of a line, for many requests at once, driven one step at a time; requests
+may join between steps (`add`) and their answers be taken as soon as they are known (`pop_done`).
 
 The search of `codecomp.models.ngram_lines.complete_line`, kept per request while the caller computes the next-symbol
 distributions of every live hypothesis of every request in one batch: per step each hypothesis tries its `beam`
@@ -25,16 +26,26 @@ class LineBeams:
     """The beams of many requests.
 
     Args:
-        requests: how many requests.
+        requests: how many requests to start with (numbered 0, 1, ...; `add` numbers more after them).
         beam: live hypotheses kept per request, and bytes tried per hypothesis.
         k: completions wanted per request.
     """
 
     def __init__(self, requests: int, beam: int, k: int) -> None:
         self.beam, self.k = beam, k
-        self.live: dict[int, list[tuple[float, bytes]]] = {r: [(0.0, b"")] for r in range(requests)}
-        self.finished: list[dict[bytes, float]] = [{} for _ in range(requests)]
-        self.cut: list[dict[bytes, float]] = [{} for _ in range(requests)]  # unfinished: deadline or byte bound
+        self.live: dict[int, list[tuple[float, bytes]]] = {}
+        self.finished: dict[int, dict[bytes, float]] = {}  # per request not yet handed over
+        self.cut: dict[int, dict[bytes, float]] = {}  # unfinished: deadline or byte bound
+        self._next = 0
+        self.add(requests)
+
+    def add(self, requests: int) -> list[int]:
+        """Start the search of `requests` more requests; returns their numbers."""
+        numbers = list(range(self._next, self._next + requests))
+        self._next += requests
+        for request in numbers:
+            self.live[request], self.finished[request], self.cut[request] = [(0.0, b"")], {}, {}
+        return numbers
 
     def hypotheses(self) -> list[tuple[int, bytes]]:
         """The live hypotheses, (request, text) in rows: each request's rows together, in request order."""
@@ -66,19 +77,27 @@ class LineBeams:
             else:
                 self.live[request] = beam
 
-    def retire(self, requests: Sequence[int]) -> None:
-        """Stop these requests (their deadline passed): their live hypotheses join their answers, unfinished."""
+    def retire(self, requests: Sequence[int], keep: bool = True) -> None:
+        """Stop these requests (their deadline passed): their live hypotheses join their answers, unfinished
+        (`keep=False`: they are dropped)."""
         for request in requests:
             for score, text in self.live.pop(request, []):
-                if text not in self.finished[request]:
+                if keep and text not in self.finished[request]:
                     self.cut[request].setdefault(text, score)
 
+    def pop_done(self) -> list[tuple[int, list[Candidate]]]:
+        """The requests whose search has ended and that were not handed over yet, with their candidates."""
+        done = [request for request in self.finished if request not in self.live]
+        return [(request, self._ranked(request)) for request in done]
+
     def results(self) -> list[list[Candidate]]:
-        """Up to k candidates per request, best first; hypotheses still live (the byte bound) count, unfinished."""
+        """Up to k candidates per request not handed over yet, best first, in request order; hypotheses still live
+        (the byte bound) count, unfinished."""
         self.retire(list(self.live))
-        ranked = []
-        for finished, cut in zip(self.finished, self.cut, strict=True):
-            candidates = [Candidate(text, score, True) for text, score in finished.items()]
-            candidates += [Candidate(text, score, False) for text, score in cut.items()]
-            ranked.append(sorted(candidates, key=lambda c: -c.log_prob)[: self.k])
-        return ranked
+        return [self._ranked(request) for request in sorted(self.finished)]
+
+    def _ranked(self, request: int) -> list[Candidate]:
+        finished, cut = self.finished.pop(request), self.cut.pop(request)
+        candidates = [Candidate(text, score, True) for text, score in finished.items()]
+        candidates += [Candidate(text, score, False) for text, score in cut.items()]
+        return sorted(candidates, key=lambda c: -c.log_prob)[: self.k]

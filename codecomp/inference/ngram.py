@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,9 +25,18 @@ import torch
 
 from codecomp.checkpoint import LoadedCheckpoint, load
 from codecomp.inference.completer import Candidate, CompletionOptions, CompletionRequest
-from codecomp.inference.line_beams import LineBeams
+from codecomp.inference.decoding import complete_stepwise
+from codecomp.inference.ngram_decoding import NGramDecoding
 from codecomp.models.ngram import N_SYMBOLS, CharNGram
-from codecomp.models.ngram_cache import MAX_ORDER, CacheSettings, CountTable, context_keys, mix, score_document
+from codecomp.models.ngram_cache import (
+    MAX_ORDER,
+    CacheSettings,
+    CountTable,
+    Queries,
+    context_keys,
+    mix,
+    score_document,
+)
 from codecomp.text.digest import digest
 
 _DEFAULT_OPTIONS = CompletionOptions()
@@ -106,61 +113,62 @@ class NGramCompleter:
         deadlines: Sequence[float] | None = None,
     ) -> list[list[Candidate]]:
         """Top-k completions of the rest of the line at each request's cursor, best first, by beam search over
-        bytes for all requests at once (`LineBeams`); a request in a language without a model gets none.
+        bytes for all requests at once (every request joins one `decoding`); a request in a language without a
+        model gets none.
 
         Args:
             deadlines: per request, a `time.monotonic()` instant; when it passes, the request's best hypotheses
                 so far are its answer, the unfinished ones marked `complete=False`.
         """
-        if deadlines is not None and len(deadlines) != len(requests):
-            raise ValueError(f"{len(deadlines)} deadlines for {len(requests)} requests")
-        served = [r.language in self.models for r in requests]
-        scorer = self.line_scorer(requests)
-        beams = LineBeams(len(requests), options.beam, options.k)
-        beams.retire([i for i, ok in enumerate(served) if not ok])
-        for _ in range(options.max_chars):
-            if deadlines is not None:
-                now = time.monotonic()
-                beams.retire([r for r in beams.live if deadlines[r] <= now])
-            rows = beams.hypotheses()
-            if not rows:
-                break
-            beams.advance(np.log(scorer(rows)))
-        return [result if ok else [] for result, ok in zip(beams.results(), served, strict=True)]
+        return complete_stepwise(self, requests, options, deadlines)
+
+    def decoding(self, options: CompletionOptions = _DEFAULT_OPTIONS) -> NGramDecoding:
+        """Rows decoding together, one batched lookup of every hypothesis per byte, joining and leaving between
+        steps (`codecomp.inference.decoding`: what a serving container's continuous batching drives)."""
+        return NGramDecoding(self, options)
 
     def line_scorer(self, requests: Sequence[CompletionRequest]) -> Callable[[Sequence[tuple[int, bytes]]], np.ndarray]:
         """What a beam search over these requests asks at each step: the (H, 257) next-symbol probabilities of
         hypotheses (request index, text typed after its prefix), each request's rows together. The cache's counts
         are gathered here, once (requests in a language without a model get none and must not be asked)."""
+        cohort = self.cohort(requests)
+        return lambda rows: self.distributions([(cohort, request, text) for request, text in rows])
+
+    def cohort(self, requests: Sequence[CompletionRequest]) -> Cohort:
+        """Requests that join a search together, with what their rows read: the prefix's last bytes and the
+        cache's counts, gathered once here (a language without a model gets none)."""
         pad = self.order - 1
         tails = [r.prefix[max(len(r.prefix) - pad, 0) :] for r in requests]  # all the global model reads
         tables = [self._tables(r) if r.language in self.models and self.cache else [] for r in requests]
-        cache = _BatchCache.of(tables) if any(tables) else None
-        return functools.partial(self._distributions, requests, tails, cache)
+        return Cohort(list(requests), tails, _BatchCache.of(tables) if any(tables) else None)
 
-    def _distributions(
-        self,
-        requests: Sequence[CompletionRequest],
-        tails: Sequence[bytes],
-        cache: _BatchCache | None,
-        rows: Sequence[tuple[int, bytes]],
-    ) -> np.ndarray:
-        """(H, 257) next-symbol probabilities of the hypotheses `rows` (request, text)."""
+    def distributions(self, rows: Sequence[tuple[Cohort, int, bytes]]) -> np.ndarray:
+        """(H, 257) next-symbol probabilities of hypotheses (cohort, request index in it, text after its prefix):
+        the global model's lookups for all rows at once, the cache's counts cohort by cohort."""
         probs = np.empty((len(rows), N_SYMBOLS))
         contexts = np.empty((len(rows), self.order - 1), dtype=np.int64)
         for language, model in self.models.items():
-            mine = [i for i, (request, _) in enumerate(rows) if requests[request].language == language]
+            mine = [i for i, (cohort, request, _) in enumerate(rows) if cohort.requests[request].language == language]
             if mine:
-                contexts[mine] = model.contexts([tails[rows[i][0]] + rows[i][1] for i in mine])
+                contexts[mine] = model.contexts([rows[i][0].tails[rows[i][1]] + rows[i][2] for i in mine])
                 probs[mine] = model.distributions(contexts[mine])
-        if self.cache is None or cache is None:
+        if self.cache is None or all(cohort.cache is None for cohort, _, _ in rows):
             return probs
         first, last = self.cache.min_order, self._cache_order
         counts = np.zeros((last - first + 1, *probs.shape))  # (L, H, 257)
-        queries = context_keys(contexts, first, last)
-        owner = np.array([request for request, _ in rows])
-        for slots in cache.slots:  # each table of a request in turn, so that no (row, symbol) repeats in one call
-            cache.table.add_counts(counts, queries.in_slots(slots[owner]))
+        queries = context_keys(contexts, first, last)  # all rows at once, in row order
+        owner = np.fromiter((request for _, request, _ in rows), dtype=np.int64, count=len(rows))
+        start = 0
+        while start < len(rows):  # each run of rows of one cohort (a cohort's rows come together) against its tables
+            cohort, stop = rows[start][0], start + 1
+            while stop < len(rows) and rows[stop][0] is cohort:
+                stop += 1
+            if cohort.cache is not None:
+                lo, hi = np.searchsorted(queries.rows, [start, stop])
+                run = Queries(queries.rows[lo:hi] - start, queries.levels[lo:hi], queries.keys[lo:hi])
+                for slots in cohort.cache.slots:  # each table of a request in turn: no (row, symbol) twice in a call
+                    cohort.cache.table.add_counts(counts[:, start:stop], run.in_slots(slots[owner[start:stop]]))
+            start = stop
         return mix(probs, counts, self.cache)
 
     # -- the cache's counts --------------------------------------------------------------------------
@@ -243,6 +251,16 @@ class NGramCompleter:
             return self.models[language]
         except KeyError:
             raise ValueError(f"no n-gram model for {language!r}; this one has {sorted(self.models)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cohort:
+    """Requests that joined a line search together: the prefix tails the global model reads, and the count tables
+    of their caches stacked into one (None: no cache)."""
+
+    requests: list[CompletionRequest]
+    tails: list[bytes]
+    cache: _BatchCache | None
 
 
 @dataclasses.dataclass(frozen=True)

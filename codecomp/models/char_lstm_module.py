@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,8 +13,10 @@ from torch.nn.utils.rnn import pad_sequence
 
 from codecomp import checkpoint as checkpoint_format
 from codecomp.data.char_vocab import N_BYTES, PAD_ID, VOCAB_SIZE, encode_document
+from codecomp.data.file_lanes import CharBatch
 from codecomp.models.base import CodecompModule
-from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
+from codecomp.models.budget_schedule import WarmupCosine, budget_progress
+from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig, LSTMState
 
 FAMILY = "char_lstm"  # the family its checkpoints declare; codecomp.inference.families maps it to a completer
 
@@ -32,12 +34,18 @@ SAMPLE_PROMPTS = (
 class CharLSTMModule(CodecompModule):
     """Trains a CharLSTM with cross-entropy on the next symbol; logs loss and bits per character.
 
+    Batches of consecutive windows (`CharBatch`, from codecomp.data.file_lanes) continue each row from the state,
+    detached, that the row ended the previous batch with, zeroed where the row starts a file: truncated
+    backpropagation through time, one state per stage. A plain (B, T + 1) tensor starts every row from zeros.
+
     Args:
         embed_dim, hidden, layers, dropout: the CharLSTM's arguments.
         languages: the languages trained on (recorded in the checkpoint).
         corpus: the corpus folder trained on (recorded in the checkpoint: evaluation fits its baselines on it).
         optimizer: a partial optimizer taking the parameters (Hydra `_partial_: true`).
         scheduler: an optional partial scheduler taking the optimizer; stepped on `val/loss`.
+        lr_schedule: instead of `scheduler`, WarmupCosine's arguments (`warmup`, `final`): the rate set every
+            step from the share of the run's budget used, steps or time (codecomp.models.budget_schedule).
     """
 
     def __init__(
@@ -50,39 +58,76 @@ class CharLSTMModule(CodecompModule):
         corpus: str | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
+        lr_schedule: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler, hparam_metrics=("val/bpc", "test/bpc"))
+        if scheduler is not None and lr_schedule is not None:
+            raise ValueError("give a scheduler or an lr_schedule, not both")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.model_config = CharLSTMConfig(embed_dim, hidden, layers, dropout, VOCAB_SIZE)
         self.model = CharLSTM(self.model_config)
         self.languages = list(languages)
         self.corpus = corpus
+        self.lr_schedule = WarmupCosine(**lr_schedule) if lr_schedule is not None else None
+        self.carried: dict[str, LSTMState] = {}  # stage: each row's state at the end of the last batch
+
+    def configure_optimizers(self) -> Any:
+        if self.lr_schedule is None:
+            return super().configure_optimizers()
+        optimizer = self.optimizer_factory(self.parameters())
+        schedule = self.lr_schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda _: schedule.factor(budget_progress(self.trainer))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)[0]
 
-    def model_step(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy (nats) over the non-padding targets, and their count."""
-        inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
-        logits = self.model(inputs)[0]  # (B, T, V)
+    def model_step(self, batch: CharBatch | torch.Tensor, stage: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy (nats) over the non-padding targets, and their count; a CharBatch continues the
+        state `stage`'s last batch left."""
+        tokens, reset = (batch.tokens, batch.reset) if isinstance(batch, CharBatch) else (batch, None)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+        state = self._initial_state(stage, reset) if reset is not None else None
+        logits, state = self.model(inputs, state)  # (B, T, V)
+        if reset is not None:
+            self.carried[stage] = (state[0].detach(), state[1].detach())  # gradients stop at the batch edge
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=PAD_ID)
         return loss, (targets != PAD_ID).sum()
 
-    def _log_step(self, stage: str, batch: torch.Tensor) -> torch.Tensor:
-        loss, count = self.model_step(batch)
+    def _initial_state(self, stage: str, reset: torch.Tensor) -> LSTMState | None:
+        """The carried state, zeroed in the rows that start a file; None (zeros) when there is none to carry."""
+        carried = self.carried.get(stage)
+        if carried is None or carried[0].shape[1] != reset.shape[0] or bool(reset.all()):
+            return None
+        keep = (~reset).to(carried[0].dtype)[None, :, None]  # (1, B, 1)
+        return carried[0] * keep, carried[1] * keep
+
+    def on_train_epoch_start(self) -> None:
+        self.carried.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self.carried.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self.carried.pop("test", None)
+
+    def _log_step(self, stage: str, batch: CharBatch | torch.Tensor) -> torch.Tensor:
+        loss, count = self.model_step(batch, stage)
         on_step = stage == "train"
         kwargs = {"on_step": on_step, "on_epoch": not on_step, "batch_size": int(count), "sync_dist": not on_step}
         self.log(f"{stage}/loss", loss, prog_bar=True, **kwargs)  # type: ignore[arg-type]
         self.log(f"{stage}/bpc", loss / math.log(2), prog_bar=stage != "train", **kwargs)  # type: ignore[arg-type]
         return loss
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: CharBatch | torch.Tensor, batch_idx: int) -> torch.Tensor:
         return self._log_step("train", batch)
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch: CharBatch | torch.Tensor, batch_idx: int) -> None:
         self._log_step("val", batch)
 
-    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def test_step(self, batch: CharBatch | torch.Tensor, batch_idx: int) -> None:
         self._log_step("test", batch)
 
     def on_validation_epoch_end(self) -> None:

@@ -45,7 +45,7 @@ def die_with_parent() -> None:
     expected = os.environ.get(PARENT_PID)
     if expected is None:
         return
-    if not _set_parent_death_signal(signal.SIGKILL):
+    if not set_parent_death_signal(signal.SIGKILL):
         threading.Thread(target=_watch_parent, args=(os.getppid(),), name="lifeline", daemon=True).start()
     # Orphaned before the signal was set (the parent killed in that instant): nothing would ever fire.
     if os.getppid() != int(expected):
@@ -53,7 +53,8 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _set_parent_death_signal(signum: int) -> bool:
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask the kernel for `signum` when the thread that started this process exits; False where it cannot."""
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None, use_errno=True)

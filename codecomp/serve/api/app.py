@@ -3,6 +3,7 @@
     POST /v1/completions  {language?, segments: {prefix, suffix?, filepath?, git_url?}, user?}  (or document, cursor)
     POST /v1/events       {type: view|select|dismiss, completion_id, choice_index}
     GET|POST /v1/health, GET /v1/models, GET /metrics (Prometheus text); OpenAPI at /docs and /openapi.json.
+    POST /v1/admin/reload {model, checkpoint?}  (api/admin.py: a new checkpoint served without a stop)
 
 A language no model serves gets 200 with no choices and the reason, as does a request that names none
 (its file's extension decides, when it has one): Tabby's clients take any error as a broken server. Bad
@@ -14,10 +15,7 @@ The OpenAPI document lists all of it (`schemas.complete_document`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -30,12 +28,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from codecomp.serve.api import languages
+from codecomp.serve.api.admin import admin_router
 from codecomp.serve.api.arrival import ArrivalStamp
+from codecomp.serve.api.completions import BadRequest, FastCompletions, client_of, reply
 from codecomp.serve.api.health import HealthOut, health_of, package_version
 from codecomp.serve.api.middleware import BearerToken, BodyLimit
-from codecomp.serve.api.schemas import ChoiceOut, CompletionBody, CompletionOut, complete_document, error_responses
+from codecomp.serve.api.schemas import CompletionBody, CompletionOut, complete_document, error_responses
 from codecomp.serve.api.server import Server
-from codecomp.serve.service.completion import CompletionInput, Overloaded
 from codecomp.serve.service.feedback import Event
 from codecomp.serve.service.state_store import StoreUnavailable
 
@@ -60,12 +59,6 @@ class EventBody(BaseModel):
     elapsed: float | None = Field(None, ge=0, description="Tabby's: milliseconds from view to this event")
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
 def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
     """The ASGI app over a `Server`; with `manage_lifecycle` the app starts and stops it."""
 
@@ -78,6 +71,7 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
             await server.stop()
 
     app = FastAPI(title="codecomp", version=package_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(FastCompletions, server=server)  # added first, so it runs last: after the checks below
     app.add_middleware(BodyLimit, max_bytes=server.config.max_body_bytes, timeout_s=server.config.body_timeout_s)
     if server.config.token:  # added late, so it runs early: before the body is read, sized or parsed
         app.add_middleware(BearerToken, token=server.config.token, prefixes=GUARDED)
@@ -123,25 +117,13 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
         operation_id="completion",
     )
     async def completions(body: CompletionBody, request: Request) -> Any:
-        started = time.monotonic()
-        filepath = body.segments.filepath if body.segments is not None else None
-        resolved = languages.resolve(body.language, filepath, server.languages)
-        completion = _completion_input(body, resolved.language or "", _client(body, request))
-        if resolved.language is None:  # checked like any other, then answered with the reason
-            return CompletionOut(id=f"cmpl-{uuid.uuid4().hex}", choices=[], models={}, cache={}, degraded=False,
-                                 light=False, latency_ms=(time.monotonic() - started) * 1000, language=None,
-                                 reason=resolved.reason)  # fmt: skip
-        try:
-            output = await server.service.complete(completion)
-        except Overloaded as error:
-            return JSONResponse({"error": f"overloaded: {error}"}, status_code=503, headers={"Retry-After": "1"})
-        choices = [
-            ChoiceOut(index=i, text=c.text, score=c.log_prob, model=c.model) for i, c in enumerate(output.choices)
-        ]
-        return CompletionOut(
-            id=output.id, choices=choices, models=output.models, cache=output.cache, degraded=output.degraded,
-            light=output.light, latency_ms=output.latency_ms, language=resolved.language, reason=None,
-        )  # fmt: skip
+        """Valid JSON bodies are answered by the same `reply` in front of FastAPI (`completions.FastCompletions`)."""
+        client = client_of(body, request.client.host if request.client is not None else None,
+                           request.headers.get("user-agent", ""))  # fmt: skip
+        status, payload = await reply(server, body, client)
+        if status != 200:
+            return JSONResponse(payload, status_code=status, headers={"Retry-After": "1"})
+        return payload
 
     @app.post("/v1/events", operation_id="event", response_model=dict[str, Any],
               responses=error_responses(400, 422, 503))  # fmt: skip
@@ -178,40 +160,5 @@ def create_app(server: Server, manage_lifecycle: bool = True) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(admin_router(server))  # POST /v1/admin/reload
     return app
-
-
-def _completion_input(body: CompletionBody, language: str, client: str) -> CompletionInput:
-    try:
-        if body.segments is not None:
-            prefix, suffix = body.segments.prefix.encode(), (body.segments.suffix or "").encode()
-        elif body.document is not None and body.cursor is not None:
-            document = body.document.encode()
-            if not 0 <= body.cursor <= len(document):
-                raise BadRequest(422, f"cursor {body.cursor} outside the document (0..{len(document)} bytes)")
-            prefix, suffix = document[: body.cursor], document[body.cursor :]
-            prefix.decode()  # a cursor inside a multi-byte character splits it
-        else:
-            raise BadRequest(422, "give segments.prefix (and suffix), or document and cursor")
-    except UnicodeError:
-        raise BadRequest(
-            400, "the text is not valid UTF-8 (a lone surrogate, or a cursor inside a character)"
-        ) from None
-    segments = body.segments
-    filepath = "/".join(filter(None, (segments.git_url, segments.filepath))) if segments is not None else ""
-    user = body.user or "anonymous"
-    try:
-        (user + filepath).encode()
-    except UnicodeError:
-        raise BadRequest(400, "user or filepath (or git_url) is not valid UTF-8 (a lone surrogate)") from None
-    return CompletionInput(language, prefix, suffix, user, filepath, body.deadline_ms, client)
-
-
-def _client(body: CompletionBody, request: Request) -> str:
-    """Who asks, for a request that names no user: the connection's host and the client program (its
-    User-Agent, hashed), so that anonymous editors keep sessions of their own."""
-    if body.user:
-        return ""
-    host = request.client.host if request.client is not None else "?"
-    agent = request.headers.get("user-agent", "").encode(errors="replace")
-    return f"{host}/{hashlib.blake2b(agent, digest_size=6).hexdigest()}"

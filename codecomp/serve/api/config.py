@@ -17,6 +17,7 @@ from codecomp.serve.service.completion import ServiceConfig
 from codecomp.serve.service.state_store import StoreConfig
 
 SCHEMA = "serve_schema"  # the name conf/serve.yaml lists first in its defaults
+QUANTIZE_MODES = ("none", "int8")  # codecomp.inference.quantize's, which this torch-free module cannot import
 
 
 @dataclasses.dataclass
@@ -41,9 +42,16 @@ class ModelConfig:
     # Under load: smaller answers before shedding.
     light: OptionsConfig = dataclasses.field(default_factory=lambda: OptionsConfig(k=1, beam=1, max_chars=40))
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
-    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # the container runner's own
+    # The container runner's own; `quantize: int8` runs the model's matrix products in int8 (the Char-LSTM and
+    # the Tree-LSTM; codecomp/inference/quantize.py), `none` (the default) in float.
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     trigger: str = "always"  # or "token": asked only where a token is being typed
     warmup_batch: int = 8  # a new container first answers dummy batches of 1, 2, 4, ... up to this size (0: none)
+
+    def __post_init__(self) -> None:
+        # Checked here, at start-up, rather than by a container crashing in a loop on it.
+        if self.settings.get("quantize", "none") not in QUANTIZE_MODES:
+            raise ValueError(f"settings.quantize must be one of {QUANTIZE_MODES}, not {self.settings['quantize']!r}")
 
 
 @dataclasses.dataclass

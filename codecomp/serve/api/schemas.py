@@ -43,6 +43,10 @@ class ChoiceOut(BaseModel):
     text: str = Field(description="to insert at the cursor; never repeats the text after it on its line")
     score: float = Field(description="natural-log probability under its model")
     model: str
+    version: str = Field(
+        description="the model at the checkpoint version that answered: `char@` and the first 8 hex digits of the "
+        "version `/v1/models` shows (a reload changes it)"
+    )
 
 
 class CompletionOut(BaseModel):
@@ -50,6 +54,9 @@ class CompletionOut(BaseModel):
     choices: list[ChoiceOut]
     models: dict[str, str] = Field(description="per model asked: ok, late, expired, shed or error")
     cache: dict[str, str] = Field(description="per model that answered: hit, shared, typed, approx or miss")
+    versions: dict[str, str] = Field(
+        description="per model that answered, the checkpoint version that did, as each choice's `version` names it"
+    )
     degraded: bool
     light: bool
     latency_ms: float

@@ -1,14 +1,19 @@
-"""Assembles a frontend from plain settings: router transport, endpoints, supervisor, service, feedback store."""
+"""Assembles a frontend from plain settings: router transport, endpoints, supervisor, service, feedback store,
+and the hot reload of checkpoints (`POST /v1/admin/reload`, or SIGHUP: every model whose file changed)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
+import signal
 
 from codecomp.checkpoint import CheckpointError, check_file
 from codecomp.serve.api.config import OptionsConfig, ServerConfig
 from codecomp.serve.dispatch.dispatcher import Dispatcher, ModelEndpoint
 from codecomp.serve.dispatch.metrics import Metrics
+from codecomp.serve.dispatch.reload import Reloader
 from codecomp.serve.dispatch.supervisor import ContainerSpec, Supervisor
 from codecomp.serve.dispatch.transport import RouterTransport, ZmqRouter
 from codecomp.serve.protocol import Options
@@ -48,6 +53,8 @@ class Server:
         self.metrics.store_buffered.set_function(lambda: float(self.store.health()[1]))
         self.service = CompletionService(self.endpoints, languages, config.service, self.metrics, self.store)
         self.supervisor: Supervisor | None = None
+        self.reloader: Reloader | None = None  # only supervised containers can be replaced
+        self._reloads: set[asyncio.Task[object]] = set()  # started by SIGHUP
         if supervise:
             address = getattr(self.transport, "address", "")
             specs = [
@@ -57,6 +64,7 @@ class Server:
                 for name, m in config.models.items()
             ]
             self.supervisor = Supervisor(self.dispatcher, address, specs, self.metrics, config.heartbeat_s)
+            self.reloader = Reloader(self.dispatcher, self.supervisor)
 
     @property
     def languages(self) -> list[str]:
@@ -72,8 +80,25 @@ class Server:
         except BaseException:
             await self.stop()  # no containers, sockets or files left behind
             raise
+        if self.reloader is not None:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread: no signal
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        assert self.reloader is not None
+        log.info("SIGHUP: reloading every model whose checkpoint file changed")
+        task = asyncio.ensure_future(self.reloader.reload_changed())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def stop(self) -> None:
+        if self.reloader is not None:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for task in list(self._reloads):
+            task.cancel()  # its new containers are stopped with the others below
+        if self.supervisor is not None:
+            await self.supervisor.stop_watching()  # not to restart the containers the dispatcher now lets go
         await self.dispatcher.stop()
         if self.supervisor is not None:
             await self.supervisor.stop()

@@ -2,10 +2,12 @@
 
 The container loads its model, warms it up on dummy batches, connects a DEALER socket to the frontend's
 ROUTER (on this host or over TCP from another), says hello, then answers `predict` batches and sends
-a heartbeat whenever it is between batches. Heartbeats come from the same loop that computes, so a
-container stuck in a batch stops beating and the frontend's supervisor sees it hung. Run one by hand
-on another host with `python -m codecomp.serve.container --frontend tcp://HOST:PORT --checkpoint PATH
---model NAME`.
+a heartbeat whenever it is between batches, or between two decoding steps. A line model decodes stepwise:
+between two steps the loop takes the batches that have arrived, whose rows join at the next step, and
+sends each batch's answer as soon as its last row leaves (continuous batching, `rows.py`). Heartbeats come
+from the same loop that computes, so a container stuck in a batch stops beating and the frontend's
+supervisor sees it hung. Run one by hand on another host with `python -m codecomp.serve.container
+--frontend tcp://HOST:PORT --checkpoint PATH --model NAME`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +69,33 @@ def serve_container(
     last_beat = time.monotonic()
     log.info("container %s (%s) connected to %s", replica, model, frontend)
     try:
-        while True:
-            if sock.poll(int(heartbeat_s * 1000)):
-                frame = sock.recv()
-                reply = core.handle(frame, time.monotonic())
-                if reply is None:
-                    break
-                sock.send(reply)
+        while not core.stopping:
+            # Between two decoding steps only a glance at the socket: what has arrived joins at the next step.
+            if sock.poll(0 if core.busy else int(heartbeat_s * 1000)):
+                for frame in _arrived(sock):
+                    reply = core.receive(frame, time.monotonic())
+                    if reply is not None:
+                        sock.send(reply)
+                    if core.stopping:
+                        break
+            if core.busy and not core.stopping:
+                for reply in core.step():
+                    sock.send(reply)
             if time.monotonic() - last_beat >= heartbeat_s:
                 sock.send(core.hello(protocol.Heartbeat))
                 last_beat = time.monotonic()
     finally:
         sock.close()
         context.term()
+
+
+def _arrived(sock: zmq.Socket[bytes]) -> Iterator[bytes]:
+    """The frames waiting on the socket now, without waiting for more."""
+    while True:
+        try:
+            yield sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
 
 
 def warm_up(runner: Runner, max_batch: int, options: protocol.Options, budget_s: float = 2.0) -> float:

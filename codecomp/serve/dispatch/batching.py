@@ -6,6 +6,10 @@ objective and cut by a fraction when it goes over. A worker may `claim` requests
 spare ones to fill its batch, leaving the rest to their own workers (the dispatcher's session
 affinity). Requests whose deadline has passed are dropped before a batch forms, and a full queue
 refuses new work at once instead of letting latency grow.
+
+Under continuous batching (a line model's container joins new requests to the rows it is decoding at its next
+step) a worker does not wait for a batch to come back: it sends each request as soon as its replica has a free
+row, at most its AIMD size in flight (`Rows`), and the AIMD controller learns from each request's latency.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -53,6 +57,7 @@ class Pending(Generic[Item, Result]):
     item: Item = dataclasses.field(compare=False)
     future: asyncio.Future[Result] = dataclasses.field(compare=False)
     timer: asyncio.TimerHandle | None = dataclasses.field(default=None, compare=False)  # expires it in the queue
+    queued_at: float = dataclasses.field(default=0.0, compare=False)  # when it was put, on the queue's clock
 
 
 class DeadlineQueue(Generic[Item, Result]):
@@ -61,13 +66,17 @@ class DeadlineQueue(Generic[Item, Result]):
     Args:
         max_size: requests waiting at most; `put` past it raises QueueFull.
         clock: the time source (`time.monotonic` unless a test steps time itself).
+        waited: called with the seconds each request waited, when a worker takes it (a metric's `observe`).
     """
 
-    def __init__(self, max_size: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_size: int, clock: Callable[[], float] = time.monotonic, waited: Callable[[float], None] | None = None
+    ) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be positive, got {max_size}")
         self.max_size = max_size
         self.clock = clock
+        self.waited = waited
         self._heap: list[Pending[Item, Result]] = []
         self._sequence = itertools.count()
         self._arrived = asyncio.Event()
@@ -83,7 +92,7 @@ class DeadlineQueue(Generic[Item, Result]):
         if len(self._heap) >= self.max_size:
             raise QueueFull(f"queue holds {len(self._heap)} requests, its bound")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        pending = Pending(deadline, next(self._sequence), item, future)
+        pending = Pending(deadline, next(self._sequence), item, future, queued_at=self.clock())
         self._push(pending)
         self._arrived.set()
         return future
@@ -127,9 +136,12 @@ class DeadlineQueue(Generic[Item, Result]):
                         break
                 self._drop_dead()
             batch = self._pop(max_items, claim)
+            now = self.clock()
             for pending in batch:
                 if pending.timer is not None:
                     pending.timer.cancel()  # being computed now: it is answered, late or not
+                if self.waited is not None:
+                    self.waited(now - pending.queued_at)
             if batch:
                 return batch
 
@@ -234,3 +246,87 @@ async def run_batch(
     for pending, result in zip(batch, results, strict=True):
         if not pending.future.done():
             pending.future.set_result(result)
+
+
+class Worker(Protocol):
+    """What `feed_continuously` reads and sets of the replica it feeds."""
+
+    alive: bool
+    busy: bool  # no row free: its sessions' requests are spare for other replicas
+    aimd: AIMDBatchSize
+
+
+async def feed_continuously(
+    queue: DeadlineQueue[Item, Result],
+    worker: Worker,
+    predict: Callable[[list[Item], list[float]], Awaitable[list[Result]]],
+    record: Callable[[int, float], None],
+    claim: Callable[[Item], Claim] | None = None,
+) -> None:
+    """A worker's loop under continuous batching, while `worker.alive`: each request goes out as a batch of its own
+    (`run_batch`) as soon as fewer than `worker.aimd.size` are in flight; `record(rows in flight when it left,
+    seconds it took)` after each answer. Returns once the requests in flight are answered (cancelled too)."""
+    clock = queue.clock
+
+    def changed(rows: int) -> None:
+        full = rows >= worker.aimd.size
+        if full and not worker.busy and len(queue):
+            queue.notify()  # its sessions' requests are spare for idle replicas now
+        worker.busy = full
+
+    async def one(pending: Pending[Item, Result], load: int) -> None:
+        started = clock()
+        await run_batch([pending], predict, queue)
+        if worker.alive:
+            record(load, clock() - started)
+
+    rows = Rows(changed)
+    try:
+        while worker.alive:
+            await rows.wait_below(worker.aimd.size)
+            taken = await queue.take(max(1, worker.aimd.size - len(rows)), 0.0, claim)
+            if not worker.alive:
+                queue.requeue(taken)
+                return
+            for pending in taken:
+                rows.start(one(pending, len(rows) + 1))
+    finally:
+        await rows.drain()  # a worker stopped (its replica lost, or replaced by a reload) lets its rows finish
+
+
+class Rows:
+    """The requests a worker has in flight at once under continuous batching, each computed in a task of its own.
+
+    Args:
+        changed: called with the number in flight whenever it changes.
+    """
+
+    def __init__(self, changed: Callable[[int], None] = lambda n: None) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()
+        self._changed = changed
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def wait_below(self, limit: int) -> None:
+        """Until fewer than `limit` are in flight."""
+        while len(self._tasks) >= limit:
+            self._freed.clear()
+            await self._freed.wait()
+
+    def start(self, work: Awaitable[None]) -> None:
+        """Compute one request (`work`, e.g. `run_batch` of a batch of one) in a task of its own."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        self._changed(len(self._tasks))
+
+    async def drain(self) -> None:
+        """Until every request in flight is answered (or has failed, its waiter told)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._freed.set()
+        self._changed(len(self._tasks))

@@ -23,6 +23,7 @@ import time
 import zmq
 
 from codecomp.serve import protocol
+from codecomp.serve.dispatch import batching
 from codecomp.serve.dispatch.batching import AIMDBatchSize, Claim, DeadlineQueue, QueueFull, Retry, run_batch
 from codecomp.serve.dispatch.metrics import Metrics
 from codecomp.serve.dispatch.transport import RouterTransport
@@ -51,6 +52,9 @@ class BatchingConfig:
     max_queue: int = 256
     fixed: bool = False  # keep batches at max_batch (max_batch=1: batching off)
     light_at: float = 0.5  # queue fill share above which batches get light options (smaller answers)
+    # A line model's container joins requests to the rows it is decoding: each is sent as a batch of its own while
+    # fewer than the AIMD size are in flight (False: batch at a time; the Tree-LSTM, one step, always is).
+    continuous: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,7 @@ class ModelAnswer:
     candidates: list[WireCandidate]
     cut_short: bool  # the deadline stopped the model before it finished (an anytime partial answer)
     light: bool  # computed with the light options of an overloaded queue
+    version: str = ""  # the checkpoint version that computed it: caches store it under this version only
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,10 +105,14 @@ class ModelEndpoint:
             raise ValueError(f"model {name}: trigger must be 'always' or 'token', not {trigger!r}")
         self.name, self.batching, self.options, self.light, self.metrics = name, batching, options, light, metrics
         self.trigger = trigger
-        self.queue: DeadlineQueue[Query, ModelAnswer] = DeadlineQueue(batching.max_queue)
+        waited = metrics.queue_wait.labels(name).observe
+        self.queue: DeadlineQueue[Query, ModelAnswer] = DeadlineQueue(batching.max_queue, waited=waited)
         self.replicas: dict[bytes, Replica] = {}
         self.version = ""
         self.family = ""
+        # A hot reload's new replicas (`staging` version): beating, warmed up, taking no batch until `promote`.
+        self.staging = ""
+        self.staged: dict[bytes, Replica] = {}
         self._homes: dict[str, bytes] = {}  # session -> home replica, for the present set of replicas
 
     def submit(self, request: Query, deadline: float) -> asyncio.Future[ModelAnswer]:
@@ -162,6 +171,7 @@ class Dispatcher:
         self.transport, self.endpoints, self.metrics = transport, endpoints, metrics
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.replicas: dict[bytes, Replica] = {}
+        self.retired: set[bytes] = set()  # replaced by a hot reload: their last heartbeats are not new hellos
         self._batch_ids = itertools.count()
         self._in_flight: dict[int, tuple[bytes, asyncio.Future[protocol.Result | protocol.Error]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -210,11 +220,14 @@ class Dispatcher:
         if replica is not None:
             replica.last_seen = time.monotonic()
             return
+        if peer in self.retired:
+            return
         endpoint = self.endpoints.get(message.model)
         if endpoint is None:
             log.warning("container %r serves %r, which is not a served model; ignored", peer, message.model)
             return
-        if endpoint.live_replicas and message.version != endpoint.version:
+        staged = bool(endpoint.staging) and message.version == endpoint.staging  # a hot reload's new replica
+        if not staged and endpoint.live_replicas and message.version != endpoint.version:
             # The caches key answers by checkpoint version: one endpoint serves one version at a time.
             log.warning("container %r serves %s version %s, not %s; ignored", peer, message.model, message.version,
                         endpoint.version)  # fmt: skip
@@ -224,12 +237,27 @@ class Dispatcher:
             peer, endpoint.name, message.family, message.version, message.pid, time.monotonic(),
             AIMDBatchSize(b.objective_ms / 1000, b.max_batch, fixed=b.fixed),
         )  # fmt: skip
-        self.replicas[peer] = endpoint.replicas[peer] = replica
+        self.replicas[peer] = replica
+        if staged:  # beating (so watched), but taking no batch until `promote`
+            endpoint.staged[peer] = replica
+            log.info(
+                "replica %s of %s staged (version %s)", peer.decode(errors="replace"), endpoint.name, replica.version
+            )
+            return
+        endpoint.replicas[peer] = replica
         endpoint.version, endpoint.family = replica.version, replica.family
-        replica.worker = asyncio.create_task(self._work(endpoint, replica))
+        self.start_worker(endpoint, replica)
         endpoint.replicas_changed()
         self.metrics.replicas.labels(endpoint.name).set(endpoint.live_replicas)
         log.info("replica %s of %s joined (pid %d)", peer.decode(errors="replace"), endpoint.name, replica.pid)
+
+    def start_worker(self, endpoint: ModelEndpoint, replica: Replica) -> None:
+        """Have `replica` take requests from its model's queue (a hot reload's `promote` calls it too)."""
+        replica.worker = asyncio.create_task(self._work(endpoint, replica))
+
+    def holds(self, replica: Replica) -> bool:
+        """Whether the replica has requests in flight."""
+        return replica.busy or any(peer == replica.identity for peer, _ in self._in_flight.values())
 
     def lose(self, identity: bytes, reason: str) -> None:
         """Drop a replica: its batch in flight is retried elsewhere, its worker stops."""
@@ -239,6 +267,7 @@ class Dispatcher:
         replica.alive = False
         endpoint = self.endpoints[replica.model]
         endpoint.replicas.pop(identity, None)
+        endpoint.staged.pop(identity, None)
         for batch, (peer, future) in list(self._in_flight.items()):
             if peer == identity:
                 del self._in_flight[batch]
@@ -248,7 +277,8 @@ class Dispatcher:
             replica.worker.cancel()  # idle in the queue; a busy one stops after its batch (and requeues it)
         endpoint.replicas_changed()  # its sessions move to the others
         self.metrics.replicas.labels(endpoint.name).set(endpoint.live_replicas)
-        log.warning("replica %s of %s lost: %s", identity.decode(errors="replace"), replica.model, reason)
+        level = logging.INFO if identity in self.retired else logging.WARNING
+        log.log(level, "replica %s of %s lost: %s", identity.decode(errors="replace"), replica.model, reason)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -263,6 +293,14 @@ class Dispatcher:
     async def _work(self, endpoint: ModelEndpoint, replica: Replica) -> None:
         queue = endpoint.queue
         claim = functools.partial(endpoint.claim, replica)
+        record = functools.partial(self._record, endpoint, replica)
+        if endpoint.batching.continuous:
+
+            async def predict_one(items: list[Query], deadlines: list[float]) -> list[ModelAnswer]:
+                light = len(queue) > endpoint.batching.light_at * endpoint.batching.max_queue
+                return await self._call(replica, items, deadlines, endpoint.light if light else endpoint.options, light)
+
+            return await batching.feed_continuously(queue, replica, predict_one, record, claim)
         while replica.alive:
             batch = await queue.take(replica.aimd.size, endpoint.batching.wait_ms / 1000, claim)
             replica.busy = True  # from here on `lose` leaves the worker to requeue its batch
@@ -283,12 +321,15 @@ class Dispatcher:
                 await run_batch(batch, predict, queue)
             finally:
                 replica.busy = False
-            elapsed = time.monotonic() - started
             if replica.alive:
-                replica.aimd.record(len(batch), elapsed)
-                replica.batch_latency_s = 0.8 * replica.batch_latency_s + 0.2 * elapsed
-                self.metrics.model_latency.labels(endpoint.name).observe(elapsed)
-                self.metrics.batch_size.labels(endpoint.name).observe(len(batch))
+                record(len(batch), time.monotonic() - started)
+
+    def _record(self, endpoint: ModelEndpoint, replica: Replica, size: int, elapsed: float) -> None:
+        """A batch of `size` answered in `elapsed` s (continuous: a request, `size` rows in flight when it left)."""
+        replica.aimd.record(size, elapsed)
+        replica.batch_latency_s = 0.8 * replica.batch_latency_s + 0.2 * elapsed
+        self.metrics.model_latency.labels(endpoint.name).observe(elapsed)
+        self.metrics.batch_size.labels(endpoint.name).observe(size)
 
     async def _call(
         self, replica: Replica, items: list[Query], deadlines: list[float], options: Options, light: bool
@@ -313,4 +354,7 @@ class Dispatcher:
             raise BatchFailed(reply.message)
         if len(reply.results) != len(items) or len(reply.cut_short) != len(items):
             raise BatchFailed(f"{len(reply.results)} results for a batch of {len(items)}")
-        return [ModelAnswer(result, cut, light) for result, cut in zip(reply.results, reply.cut_short, strict=True)]
+        return [
+            ModelAnswer(result, cut, light, replica.version)
+            for result, cut in zip(reply.results, reply.cut_short, strict=True)
+        ]

@@ -27,6 +27,10 @@ class Metrics:
             "codecomp_batch_size", "Requests per batch", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
         )
         self.queue_depth = Gauge("codecomp_queue_depth", "Requests waiting per model", ["model"], registry=r)
+        self.queue_wait = Histogram(
+            "codecomp_queue_wait_seconds", "Per-model time a request waits in the queue before it is sent", ["model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.cache = Counter("codecomp_cache_total", "Cache lookups by result", ["model", "result"], registry=r)
         self.degraded = Counter("codecomp_degraded_total", "Answers that were partial or missed a model", registry=r)
         self.restarts = Counter("codecomp_container_restarts_total", "Containers restarted", ["model"], registry=r)

@@ -54,7 +54,7 @@ def _always(_: object) -> bool:
 class _Flight(Generic[V]):
     """A computation in flight and how many callers are waiting for it."""
 
-    task: asyncio.Task[V]
+    task: asyncio.Future[V]
     waiters: int = 0
 
 
@@ -187,25 +187,25 @@ class PredictionCache(Generic[V]):
         nbytes: Callable[[V], int],
         cacheable: Callable[[V], bool],
     ) -> _Flight[V]:
-        async def compute_and_store() -> V:
-            value = await compute()
-            if cacheable(value):
-                self.put(key, value, nbytes(value))
-            return value
-
-        flight = _Flight(asyncio.get_running_loop().create_task(compute_and_store()))
-        self._inflight[key] = flight
-
-        def finish(task: asyncio.Task[V]) -> None:
-            # A done callback rather than a `finally` in the task: it also runs when the task is
-            # cancelled before it ever started.
+        def store(future: asyncio.Future[V]) -> None:
+            # A done callback rather than a `finally`: it also runs when the computation is cancelled before
+            # it ever started.
             if self._inflight.get(key) is flight:
                 del self._inflight[key]
-            if not task.cancelled() and task.exception() is not None:
+            if future.cancelled():
+                return
+            if future.exception() is not None:
                 # Retrieving the exception here keeps asyncio from logging it when no caller is left.
-                logger.debug("computation for key %s failed: %r", key.hex(), task.exception())
+                logger.debug("computation for key %s failed: %r", key.hex(), future.exception())
+            elif cacheable(value := future.result()):
+                self.put(key, value, nbytes(value))
 
-        flight.task.add_done_callback(finish)
+        computing = compute()
+        # A future (a model queue's) is awaited as it is; any other awaitable runs in a task of its own.
+        future = computing if isinstance(computing, asyncio.Future) else asyncio.ensure_future(computing)
+        flight = _Flight(future)
+        self._inflight[key] = flight
+        future.add_done_callback(store)
         return flight
 
     async def _join(self, key: bytes, flight: _Flight[V]) -> V:

@@ -13,21 +13,24 @@ import functools
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
+
+from prometheus_client import Counter
 
 from codecomp.serve.dispatch.batching import DeadlineExpired, QueueFull
 from codecomp.serve.dispatch.dispatcher import ModelAnswer, ModelEndpoint, Query
 from codecomp.serve.dispatch.metrics import Metrics
-from codecomp.serve.protocol import WireCandidate
-from codecomp.serve.service.approx_cache import ApproximateCache
+from codecomp.serve.service.approx_cache import ApproximateCache, ContextSketcher, Sketch
 from codecomp.serve.service.arrival import arrival_time
 from codecomp.serve.service.cache import PredictionCache, TypedThroughCache, context_key
-from codecomp.serve.service.correction import Correction
+from codecomp.serve.service.correction import make_correction
 from codecomp.serve.service.feedback import Event
 from codecomp.serve.service.learning import FeedbackLearner, Shown, StateKey
 from codecomp.serve.service.overlap import trim_candidates
 from codecomp.serve.service.selection import GLOBAL, Choice, Ranking, SelectionConfig, make_policy
 from codecomp.serve.service.state_store import StateStore
+from codecomp.serve.service.writes import StateWriter
 from codecomp.text.digest import digest
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class CompletionOutput:
     degraded: bool  # a model is missing, or an answer was cut short by the deadline
     light: bool  # some answer was computed with the smaller options of an overloaded queue
     latency_ms: float
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)  # model -> checkpoint version that answered
 
 
 @dataclasses.dataclass  # not frozen: OmegaConf makes a frozen schema read-only, refusing the yaml
@@ -103,20 +107,23 @@ class CompletionService:
         self.endpoints, self.languages, self.config, self.metrics = endpoints, languages, config, metrics
         self.exact = {name: PredictionCache[ModelAnswer](config.cache_bytes) for name in endpoints}
         self.typed = TypedThroughCache(sessions=config.typed_sessions)
+        self.sketcher = ContextSketcher()  # one for every model's approximate cache: a request sketches once
         self.approx = {
-            name: ApproximateCache[ModelAnswer](threshold=config.approx_threshold, max_entries=config.approx_entries)
+            name: ApproximateCache[ModelAnswer](config.approx_threshold, max_entries=config.approx_entries,
+                                                sketcher=self.sketcher)
             for name in endpoints
-        }
+        }  # fmt: skip
         selection = config.selection
-        correction = Correction(selection.correction_rate, selection.correction_l2) if selection.correction else None
-        self.learner = FeedbackLearner(make_policy(selection, config.max_choices), correction,
-                                       config.completions_kept, deferred=store.learner_deferred)  # fmt: skip
+        policy, correction = make_policy(selection, config.max_choices), make_correction(selection)
+        self.learner = FeedbackLearner(policy, correction, config.completions_kept, deferred=store.learner_deferred,
+                                       from_typing=selection.learn_from_typing)  # fmt: skip
         self.store = store
         restored = store.load(self.learner)
         log.info("selection: %s%s, %d learned states restored", selection.policy,
                  " with per-user correction" if correction else "", restored)  # fmt: skip
-        self._writes: set[asyncio.Task[int]] = set()  # state writes in flight, off the event loop
+        self.writer = StateWriter(store)  # state writes in the background, off the event loop
         self.approx_audited = self.approx_differs = 0
+        self._counters: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self.in_flight = 0
         self._audits = 0.0
 
@@ -127,10 +134,10 @@ class CompletionService:
         budget_ms = min(self.config.objective_ms, request.deadline_ms or self.config.objective_ms)
         waited_ms = (time.monotonic() - arrived) * 1000
         if self.in_flight >= self.config.max_in_flight:
-            self.metrics.requests.labels("shed").inc()
+            self._count(self.metrics.requests, "shed")
             raise Overloaded(f"{self.in_flight} requests in progress")
         if waited_ms >= budget_ms - self.config.margin_ms:
-            self.metrics.requests.labels("shed").inc()
+            self._count(self.metrics.requests, "shed")
             raise Overloaded(f"waited {waited_ms:.0f} ms for the server, past its {budget_ms:.0f} ms deadline")
         self.in_flight += 1
         try:
@@ -141,16 +148,33 @@ class CompletionService:
     async def _complete(self, request: CompletionInput, started: float, budget_ms: float) -> CompletionOutput:
         deadline = started + max(0.0, budget_ms - self.config.margin_ms) / 1000
         names = [name for name in self.languages[request.language] if self.endpoints[name].applies(request.prefix)]
-        tasks = {name: asyncio.ensure_future(self._ask(name, request, deadline)) for name in names}
+        # The context's sketch for the approximate caches: made once for all the models, and only if one asks.
+        sketch = functools.cache(functools.partial(self.sketcher.sketch, request.language, request.prefix))
+        ready: dict[str, tuple[ModelAnswer, str]] = {}  # answered by a cache, here and now: no task
+        tasks: dict[str, asyncio.Task[tuple[ModelAnswer, str]]] = {}
+        for name in names:
+            key = context_key(self.endpoints[name].version, request.language, request.prefix_digest,
+                              request.suffix_digest)  # fmt: skip
+            found = self._cached(name, key, request, sketch)
+            if found is not None and (found[1] == "hit" or not self._audit()):
+                self._count(self.metrics.cache, name, found[1])
+                self._remember_typed(request.session, name, request, found[0])
+                ready[name] = found
+            else:  # an audited cache answer is computed too, to compare
+                tasks[name] = asyncio.ensure_future(self._ask(name, key, request, deadline, found, sketch))
         # Answers travel back after the models' deadline: wait half the margin past it; the other half
         # is for the HTTP reply.
         reply_by = started + (budget_ms - self.config.margin_ms / 2) / 1000
-        if tasks:  # none when no model applies here (token models after a space)
+        if tasks:  # none when no model applies here (token models after a space), or caches answered
             await asyncio.wait(tasks.values(), timeout=max(0.0, reply_by - time.monotonic()))
         answers: dict[str, ModelAnswer] = {}
         status, cache = {}, {}
-        for name, task in tasks.items():
-            if not task.done():
+        for name in names:
+            task = tasks.get(name)
+            if task is None:
+                answers[name], cache[name] = ready[name]
+                status[name] = "ok"
+            elif not task.done():
                 status[name] = "late"
                 task.add_done_callback(_consume)
             elif isinstance(task.exception(), QueueFull):
@@ -163,9 +187,9 @@ class CompletionService:
             else:
                 answers[name], cache[name] = task.result()
                 status[name] = "ok"
-            self.metrics.model_answers.labels(name, status[name]).inc()
+            self._count(self.metrics.model_answers, name, status[name])
         if status and not answers and all(s in ("shed", "expired") for s in status.values()):
-            self.metrics.requests.labels("shed").inc()
+            self._count(self.metrics.requests, "shed")
             raise Overloaded("no model could take the request in time")
         degraded = len(answers) < len(names) or any(a.cut_short for a in answers.values())
         ranking, rows = self._rank(request, names, answers, cache)
@@ -177,50 +201,73 @@ class CompletionService:
             degraded=degraded,
             light=any(a.light for a in answers.values()),
             latency_ms=(time.monotonic() - started) * 1000,
+            versions={name: answer.version for name, answer in answers.items()},
         )
         shown = Shown(request.user, request.language, request.session, ranking, rows)
-        self._persist(self.learner.shown(output.id, shown))
+        self._persist(self.learner.shown(output.id, shown, request.prefix))  # judges the session's earlier ones
         self.store.remember(output.id, shown)  # for its events reaching another frontend (shared stores)
-        self.metrics.requests.labels("degraded" if degraded else "ok").inc()
+        self._count(self.metrics.requests, "degraded" if degraded else "ok")
         if degraded:
             self.metrics.degraded.inc()
         self.metrics.request_latency.observe(time.monotonic() - started)
         return output
 
-    async def _ask(self, name: str, request: CompletionInput, deadline: float) -> tuple[ModelAnswer, str]:
+    def _cached(
+        self, name: str, key: bytes, request: CompletionInput, sketch: Callable[[], Sketch]
+    ) -> tuple[ModelAnswer, str] | None:
+        """The model's answer if a cache has it (exact, typed through, approximate: each counts its hit or miss);
+        None: the model is asked (`_ask`).
+
+        Caches never mix checkpoint versions (a hot reload switches them): every lookup is by the version served
+        now, and an answer is stored only under the version that computed it."""
+        exact, version = self.exact[name], self.endpoints[name].version
+        found: tuple[ModelAnswer, str] | None = None
+        if key in exact:
+            found = cast(ModelAnswer, exact.get(key)), "hit"
+        elif (typed := self.typed.lookup(request.session, _typed_key(name, version), request.prefix,
+                                         request.suffix_digest)) is not None:  # fmt: skip
+            found = ModelAnswer(typed, cut_short=False, light=False, version=version), "typed"
+        elif (near := self.approx[name].find(version, sketch)) is not None:
+            found = near[0], "approx"
+        return found
+
+    async def _ask(
+        self, name: str, key: bytes, request: CompletionInput, deadline: float,
+        audited: tuple[ModelAnswer, str] | None, sketch: Callable[[], Sketch],
+    ) -> tuple[ModelAnswer, str]:  # fmt: skip
+        """The model's answer through the exact cache (shared with identical requests in flight); `audited`, a
+        cache's answer to compare it with."""
         endpoint = self.endpoints[name]
-        session = request.session
-        key = context_key(endpoint.version, request.language, request.prefix_digest, request.suffix_digest)
-        found, how = None, "miss"
-        if key not in self.exact[name]:
-            typed = self.typed.lookup(session, name, request.prefix, request.suffix_digest)
-            if typed is not None:
-                found, how = ModelAnswer(typed, cut_short=False, light=False), "typed"
-            elif (near := self.approx[name].lookup(endpoint.version, request.language, request.prefix)) is not None:
-                found, how = near[0], "approx"
-        if found is not None and not self._audit():
-            self.metrics.cache.labels(name, how).inc()
-            self._remember_typed(session, name, request, found.candidates)
-            return found, how
-        query = Query(request.prefix, request.suffix, request.language, session)
+        version = endpoint.version
+        query = Query(request.prefix, request.suffix, request.language, request.session)
         answer, how = await self.exact[name].get_or_compute(
-            key, lambda: endpoint.submit(query, deadline), _answer_bytes, cacheable=_cacheable
+            key,
+            lambda: endpoint.submit(query, deadline),
+            _answer_bytes,
+            cacheable=lambda answer: _cacheable(answer) and answer.version == version,
         )
-        self.metrics.cache.labels(name, how).inc()
-        if found is not None:  # an audited approximate answer: does the model say the same?
+        self._count(self.metrics.cache, name, how)
+        if audited is not None:  # does the model say what the cache said?
             self.approx_audited += 1
-            self.approx_differs += [c.text for c in found.candidates] != [c.text for c in answer.candidates]
+            self.approx_differs += [c.text for c in audited[0].candidates] != [c.text for c in answer.candidates]
         if _cacheable(answer):
-            self._remember_typed(session, name, request, answer.candidates)
+            self._remember_typed(request.session, name, request, answer)
             if how == "miss":
-                self.approx[name].store(endpoint.version, request.language, request.prefix, answer)
+                self.approx[name].put(answer.version, sketch, answer)
         return answer, how
 
-    def _remember_typed(
-        self, session: str, name: str, request: CompletionInput, candidates: list[WireCandidate]
-    ) -> None:
+    def _remember_typed(self, session: str, name: str, request: CompletionInput, answer: ModelAnswer) -> None:
         """Keep the session's answer, so that typing through one of its candidates is answered at once."""
-        self.typed.store(session, name, len(request.prefix), request.prefix_digest, request.suffix_digest, candidates)
+        self.typed.store(session, _typed_key(name, answer.version), len(request.prefix), request.prefix_digest,
+                         request.suffix_digest, answer.candidates)  # fmt: skip
+
+    def _count(self, counter: Counter, *labels: str) -> None:
+        """`counter.labels(*labels).inc()`, each labelled child found once (prometheus checks labels each time)."""
+        key = (id(counter), labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = counter.labels(*labels)
+        child.inc()
 
     def _audit(self) -> bool:
         self._audits += self.config.approx_audit
@@ -262,18 +309,12 @@ class CompletionService:
         return row, shown is not None
 
     def _persist(self, keys: list[StateKey]) -> None:
-        """Write what a superseded view taught in the background, off the event loop."""
-        lessons = self.learner.take_pending()
-        if not keys and not lessons:
-            return
-        task = asyncio.ensure_future(self.store.record(None, keys, lessons))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        """Write what a superseded view taught in the background, off the event loop (`writes.StateWriter`)."""
+        self.writer.submit(keys, self.learner.take_pending())
 
     async def drain(self) -> None:
         """Wait for the state writes in flight (before the store closes)."""
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self.writer.drain()
 
     def selection_stats(self) -> dict[str, Any]:
         """The policy, how many completions taught it, and the population's weights per language."""
@@ -295,6 +336,11 @@ class CompletionService:
             "approx_audited": self.approx_audited,
             "approx_differs": self.approx_differs,
         }
+
+
+def _typed_key(model: str, version: str) -> str:
+    """The typed-through cache's model key: the model at one checkpoint version."""
+    return f"{model}@{version}"
 
 
 def _answer_bytes(answer: ModelAnswer) -> int:

@@ -81,28 +81,28 @@ def shown_to_json(shown: Shown) -> str:
     return json.dumps({
         "user": shown.user, "language": shown.language, "session": shown.session, "features": shown.features,
         "choices": [[c.text, c.log_prob, c.model] for c in r.choices], "advice": r.advice, "scores": r.scores,
-        "answered": r.answered, "sampled": list(r.sampled) if r.sampled else None,
+        "answered": r.answered, "sampled": list(r.sampled) if r.sampled else None, "offers": r.offers,
     })  # fmt: skip
 
 
 def shown_from_json(text: str | bytes) -> Shown:
     d = json.loads(text)
     ranking = Ranking([Choice(*c) for c in d["choices"]], d["advice"], d["scores"], d["answered"],
-                      tuple(d["sampled"]) if d["sampled"] else None)  # fmt: skip
+                      tuple(d["sampled"]) if d["sampled"] else None, d.get("offers", {}))  # fmt: skip
     return Shown(d["user"], d["language"], d["session"], ranking, d["features"])
 
 
 def lesson_to_json(lesson: Lesson) -> str:
     shown = Shown(lesson.user, lesson.language, "", lesson.ranking, lesson.features)
     return json.dumps({"id": lesson.completion_id, "shown": json.loads(shown_to_json(shown)),
-                       "accepted": lesson.accepted, "seen": list(lesson.seen)})  # fmt: skip
+                       "accepted": lesson.accepted, "seen": list(lesson.seen), "typed": lesson.typed})  # fmt: skip
 
 
 def lesson_from_json(text: str | bytes) -> Lesson:
     d = json.loads(text)
     shown = shown_from_json(json.dumps(d["shown"]))
     return Lesson(d["id"], shown.user, shown.language, shown.ranking, shown.features, d["accepted"],
-                  tuple(d.get("seen", ())))  # fmt: skip
+                  tuple(d.get("seen", ())), d.get("typed"))  # fmt: skip
 
 
 class LocalBuffer:

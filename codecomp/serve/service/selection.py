@@ -6,16 +6,23 @@ are absent (Clipper's stragglers): they take no part in the combination and lear
 
 Policies (`make_policy`):
 - `fixed`: the models' candidates interleaved in the configured order; learns nothing.
-- `exp3`: one model per request, sampled by weight (Auer et al.'s Exp3, as Clipper uses it); only the
-  sampled model's weight learns, from an importance-weighted loss.
+- `exp3`: one model per request, sampled by weight (Auer et al.'s Exp3, as Clipper uses it).
 - `exp4`: every model's candidates combined, a candidate's score the sum of its models' weighted
-  probabilities (so agreement counts); every answering model learns from how much of its probability
-  went to what the user took (or rejected).
+  probabilities (so agreement counts).
 
-Weights are log-weights per language: the population's (the GLOBAL user), learned from every event, plus
-each user's offset, learned from that user's events; a new user ranks as the population does. A fixed share
-of the population's weight flows back to all models after each update (Herbster & Warmuth's fixed share)
-and offsets decay, so a model that recovers after a bad spell can win again.
+They learn in one of two ways (`learning.py` says which applies):
+- from the user's events (partial information, a bandit): exp3 only for the sampled model, from an
+  importance-weighted loss; exp4 for every answering model, from how much of its probability went to what
+  the user took (or rejected);
+- from what the user typed next (full information, `typed.py`): every answering model's candidates are
+  judged, shown or not, so every model learns at each request (Exp4 with full information is Hedge):
+  its loss is the share of its probability that went to candidates the user would not have taken.
+
+A model's advice is its probability for each of its candidates: normalised over its own list (`list`: a
+model with a single candidate is certain of it), or its own probabilities with the rest of its mass on
+"none of these" (`absolute`). Weights are log-weights per language (`log_weights.py`): the population's,
+plus each user's offset; a fixed share of the population's weight flows back to all models after each
+update (Herbster & Warmuth's fixed share) and offsets decay, so a model that recovers can win again.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from codecomp.serve.protocol import WireCandidate
-
-GLOBAL = ""  # the user of the population's state, the prior of every new user
+from codecomp.serve.service.log_weights import GLOBAL as GLOBAL
+from codecomp.serve.service.log_weights import LogWeights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +58,8 @@ class Ranking:
         scores: per choice, the policy's score (what it ranked by).
         answered: the models that answered by the deadline.
         sampled: exp3's sampled model and the probability it had, else None.
+        offers: per answering model, its probability for each of its candidates, shown or not (what
+            learning from the text typed next judges).
     """
 
     choices: list[Choice]
@@ -58,6 +67,7 @@ class Ranking:
     scores: list[float]
     answered: list[str]
     sampled: tuple[str, float] | None = None
+    offers: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     def reordered(self, order: Sequence[int]) -> Ranking:
         """The same choices in another order (a re-ranking)."""
@@ -89,6 +99,11 @@ class SelectionPolicy(Protocol):
         `seen`: the choices the user was shown, when the client said (empty: all of them)."""
         ...
 
+    def learn_typed(self, key: tuple[str, str], ranking: Ranking, typed: Mapping[str, int]) -> None:
+        """Learn from what the user typed next: `typed` maps each candidate's text to the characters the user
+        would have taken of it (0: not taken)."""
+        ...
+
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
         """The normalised weight of each model for `key` (the population's for a user never seen)."""
         ...
@@ -99,9 +114,14 @@ def text_of(candidate: bytes) -> str:
     return candidate.decode("utf-8", "ignore")
 
 
-def advice_of(answers: Mapping[str, Sequence[WireCandidate]]) -> dict[str, dict[str, float]]:
-    """Per model, text -> probability: its candidates' probabilities normalised over its own list (models'
-    log-probabilities are on different scales, a whole line against one token), repeated texts merged."""
+def advice_of(answers: Mapping[str, Sequence[WireCandidate]], absolute: bool = False) -> dict[str, dict[str, float]]:
+    """Per model, text -> probability, repeated texts merged.
+
+    Args:
+        absolute: False: its candidates' probabilities normalised over its own list (models' log-probabilities
+            are on different scales, a whole line against one token), so a single candidate gets 1. True: its
+            own probability for each, exp(log_prob), the rest of its mass on none of them.
+    """
     advice: dict[str, dict[str, float]] = {}
     for model, candidates in answers.items():
         usable = [(text_of(c.text), c.log_prob) for c in candidates]
@@ -109,13 +129,22 @@ def advice_of(answers: Mapping[str, Sequence[WireCandidate]]) -> dict[str, dict[
         if not usable:
             advice[model] = {}
             continue
-        top = max(lp for _, lp in usable)
+        top = 0.0 if absolute else max(lp for _, lp in usable)
         mass: dict[str, float] = {}
         for text, lp in usable:
-            mass[text] = mass.get(text, 0.0) + math.exp(lp - top)
-        total = sum(mass.values())
+            mass[text] = mass.get(text, 0.0) + math.exp(min(lp - top, 0.0))
+        total = max(1.0, sum(mass.values())) if absolute else sum(mass.values())
         advice[model] = {text: m / total for text, m in mass.items()}
     return advice
+
+
+def typed_losses(ranking: Ranking, typed: Mapping[str, int]) -> dict[str, float]:
+    """Each answering model's full-information loss: the share of its probability not on a candidate the
+    user would have taken (`typed`: text -> characters taken); empty when they are all equal (nothing to
+    learn, e.g. when nothing was right)."""
+    right = [text for text, taken in typed.items() if taken > 0]
+    losses = {m: 1.0 - min(1.0, sum(ranking.offers.get(m, {}).get(t, 0.0) for t in right)) for m in ranking.answered}
+    return losses if len(set(losses.values())) > 1 else {}
 
 
 class FixedInterleave:
@@ -144,6 +173,9 @@ class FixedInterleave:
     def learn(self, key: tuple[str, str], ranking: Ranking, accepted: int | None, seen: Sequence[int] = ()) -> None:
         pass
 
+    def learn_typed(self, key: tuple[str, str], ranking: Ranking, typed: Mapping[str, int]) -> None:
+        pass
+
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
         return {}
 
@@ -170,77 +202,21 @@ def _ranking(
         scores=[scores[text] if scores else 1.0 / (1 + i) for i, text in enumerate(order)],
         answered=list(advice),
         sampled=sampled,
+        offers=advice,
     )
-
-
-class LogWeights:
-    """Log-weights per model: the population's per language (user GLOBAL), and each user's offset from them.
-
-    A user's log-weight is the population's plus the user's offset, so what everyone teaches reaches every
-    user at once (a new user ranks as the population does) and each user's own feedback moves their offset
-    on top of it (a hierarchical split, as Velox shares a population model under per-user weights).
-
-    Args:
-        share: after each update, the fixed share of the population's weight that flows back evenly to all
-            models (so a model can recover).
-        user_rate: a user's offset learns at this fraction of the population's rate...
-        user_decay: ...and decays by this share at each of the user's updates, so it reflects the user's
-            recent habits and stays within user_rate * rate / user_decay of the population.
-    """
-
-    def __init__(self, share: float = 0.02, user_rate: float = 0.5, user_decay: float = 0.1) -> None:
-        self.share, self.user_rate, self.user_decay = share, user_rate, user_decay
-        self.table: dict[tuple[str, str], dict[str, float]] = {}  # (GLOBAL, language): weights; (user, ...): offsets
-
-    def log_weight(self, key: tuple[str, str], model: str) -> float:
-        population = self.table.get((GLOBAL, key[1]), {})
-        offset = self.table.get(key, {}) if key[0] != GLOBAL else {}
-        return population.get(model, 0.0) + offset.get(model, 0.0)
-
-    def known(self, key: tuple[str, str]) -> list[str]:
-        """The models with a weight for `key` (the population's or the user's own)."""
-        return list(dict.fromkeys([*self.table.get((GLOBAL, key[1]), {}), *self.table.get(key, {})]))
-
-    def probabilities(self, key: tuple[str, str], models: Sequence[str]) -> dict[str, float]:
-        """Normalised weights over `models`. Reading creates nothing: only updates do, so frontends applying
-        the same updates in the same order hold the same rows (`redis_store.py`)."""
-        row = {m: self.log_weight(key, m) for m in models}
-        top = max(row.values(), default=0.0)
-        mass = {m: math.exp(v - top) for m, v in row.items()}
-        total = sum(mass.values()) or 1.0
-        return {m: v / total for m, v in mass.items()}
-
-    def update(self, key: tuple[str, str], losses: Mapping[str, float], rate: float) -> None:
-        """w_m <- w_m * exp(-rate * loss_m) for the models given, in the population's weights and in the user's
-        offsets (at `user_rate` of it); then the fixed share over the population's, and the offsets' decay."""
-        population = self.table.setdefault((GLOBAL, key[1]), {})
-        for model, loss in losses.items():
-            population[model] = population.get(model, 0.0) - rate * loss
-        if self.share > 0 and len(population) > 1:
-            top = max(population.values())
-            weights = {m: math.exp(v - top) for m, v in population.items()}
-            mean = sum(weights.values()) / len(weights)
-            for m, w in weights.items():
-                population[m] = math.log((1 - self.share) * w + self.share * mean)
-        if key[0] == GLOBAL:
-            return
-        offset = self.table.setdefault(key, {})
-        for model in offset:
-            offset[model] *= 1 - self.user_decay
-        for model, loss in losses.items():
-            offset[model] = offset.get(model, 0.0) - self.user_rate * rate * loss
 
 
 class Exp3:
     """One model's candidates per request, the model sampled with probability (1 - gamma) w_m / sum w + gamma / K
-    among the K that answered; the sampled model's loss (1 if its list was not taken) is divided by its
-    probability (an unbiased estimate for all models) and applied with Exp3's step gamma / K; the others
-    learn nothing."""
+    among the K that answered. From events: the sampled model's loss (1 if its list was not taken) is divided
+    by its probability (an unbiased estimate for all models) and applied with Exp3's step gamma / K; the others
+    learn nothing. From what was typed: every answering model learns its full-information loss at `rate`."""
 
     name = "exp3"
 
-    def __init__(self, max_choices: int = 5, exploration: float = 0.1, share: float = 0.02, seed: int = 0) -> None:
-        self.max_choices, self.exploration = max_choices, exploration
+    def __init__(self, max_choices: int = 5, exploration: float = 0.1, share: float = 0.02, seed: int = 0,
+                 rate: float = 0.5, absolute: bool = False) -> None:  # fmt: skip
+        self.max_choices, self.exploration, self.rate, self.absolute = max_choices, exploration, rate, absolute
         self.log_weights = LogWeights(share)
         self.state = self.log_weights.table
         self.random = random.Random(seed)
@@ -248,7 +224,7 @@ class Exp3:
     def rank(
         self, key: tuple[str, str], asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
     ) -> Ranking:
-        advice = advice_of(answers)
+        advice = advice_of(answers, self.absolute)
         models = [m for m in asked if advice.get(m)]
         if not models:
             return _ranking([], answers, advice, scores=None)
@@ -268,6 +244,10 @@ class Exp3:
         loss = 0.0 if accepted is not None else 1.0
         self.log_weights.update(key, {model: loss / probability}, self.exploration / len(ranking.answered))
 
+    def learn_typed(self, key: tuple[str, str], ranking: Ranking, typed: Mapping[str, int]) -> None:
+        if losses := typed_losses(ranking, typed):
+            self.log_weights.update(key, losses, self.rate)
+
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
         return self.log_weights.probabilities(key, self.log_weights.known(key))
 
@@ -275,20 +255,22 @@ class Exp3:
 class Exp4:
     """Every answering model's candidates combined: score(c) = sum_m w_m * a_m(c), with w the normalised
     weights (mixed with gamma / K) of the models that answered and a_m(c) model m's probability for c.
-    Learning, for every answering model: loss 1 - a_m(taken) when a choice was taken, else the probability
-    it gave to the rejected choices the user saw (those a `view` named, else all shown)."""
+    Learning from events, for every answering model: loss 1 - a_m(taken) when a choice was taken, else the
+    probability it gave to the rejected choices the user saw (those a `view` named, else all shown); from what
+    was typed, its full-information loss (Hedge)."""
 
     name = "exp4"
 
-    def __init__(self, max_choices: int = 5, rate: float = 0.5, exploration: float = 0.05, share: float = 0.02) -> None:
-        self.max_choices, self.rate, self.exploration = max_choices, rate, exploration
+    def __init__(self, max_choices: int = 5, rate: float = 0.5, exploration: float = 0.05, share: float = 0.02,
+                 absolute: bool = False) -> None:  # fmt: skip
+        self.max_choices, self.rate, self.exploration, self.absolute = max_choices, rate, exploration, absolute
         self.log_weights = LogWeights(share)
         self.state = self.log_weights.table
 
     def rank(
         self, key: tuple[str, str], asked: Sequence[str], answers: Mapping[str, Sequence[WireCandidate]]
     ) -> Ranking:
-        advice = advice_of(answers)
+        advice = advice_of(answers, self.absolute)
         models = [m for m in asked if m in advice]
         if not models:
             return _ranking([], answers, advice, scores=None)
@@ -311,6 +293,10 @@ class Exp4:
             losses = {m: min(1.0, sum(a.get(m, 0.0) for a in rejected)) for m in ranking.answered}
         self.log_weights.update(key, losses, self.rate)
 
+    def learn_typed(self, key: tuple[str, str], ranking: Ranking, typed: Mapping[str, int]) -> None:
+        if losses := typed_losses(ranking, typed):
+            self.log_weights.update(key, losses, self.rate)
+
     def weights(self, key: tuple[str, str]) -> dict[str, float]:
         return self.log_weights.probabilities(key, self.log_weights.known(key))
 
@@ -321,11 +307,15 @@ class SelectionConfig:
 
     policy: str = "exp4"  # fixed, exp3 or exp4
     correction: bool = True  # re-rank per user (Velox's split model); off: the policy's order
-    rate: float = 0.5  # exp4's learning rate (exp3 steps by exploration / models answering, as Exp3 does)
+    learn_from_typing: bool = True  # full information: every model learns from the text typed next (`typed.py`)
+    advice: str = "list"  # a model's probabilities normalised over its list, or "absolute" (mass left for none)
+    rate: float = 0.5  # the learning rate of exp4 (and of exp3 from what was typed; from events exp3 steps by
+    # exploration / models answering, as Exp3 does)
     exploration: float = 0.05  # gamma: the share of weight spread evenly over the models answering
     share: float = 0.02  # fixed share: weight that flows back to every model after each update
-    correction_rate: float = 0.2  # SGD step of a user's correction weights
-    correction_l2: float = 0.01  # pull of a user's weights towards the population's
+    correction_rate: float = 0.05  # SGD step of a user's correction offsets
+    correction_l2: float = 0.01  # pull of a user's offsets back to zero (the population's weights)
+    population_rate: float = 0.1  # SGD step of the population's correction weights
     seed: int = 0  # exp3's sampling
 
 
@@ -333,8 +323,11 @@ def make_policy(config: SelectionConfig, max_choices: int = 5) -> SelectionPolic
     """The policy `config.policy` names."""
     if config.policy == "fixed":
         return FixedInterleave(max_choices)
+    if config.advice not in ("list", "absolute"):
+        raise ValueError(f"unknown advice {config.advice!r}; use list or absolute")
+    absolute = config.advice == "absolute"
     if config.policy == "exp3":
-        return Exp3(max_choices, config.exploration, config.share, config.seed)
+        return Exp3(max_choices, config.exploration, config.share, config.seed, config.rate, absolute)
     if config.policy == "exp4":
-        return Exp4(max_choices, config.rate, config.exploration, config.share)
+        return Exp4(max_choices, config.rate, config.exploration, config.share, absolute)
     raise ValueError(f"unknown selection policy {config.policy!r}; use fixed, exp3 or exp4")
