@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.batching_gain
 	$(PY) -m benchmarks.tree_lstm_speed
 	$(PY) -m benchmarks.hole_latency
+	$(PY) -m benchmarks.editor_parse
 	$(PY) -m benchmarks.minhash
 	$(PY) -m benchmarks.protocol_codec
 	$(PY) -m benchmarks.serve_load

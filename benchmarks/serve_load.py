@@ -2,6 +2,7 @@
 a container killed under load, and overload.
 
     python -m benchmarks.serve_load [--corpus data/small] [--editors 32] [--seconds 12] [--quick]
+                                    [--configuration NAME ...]
 
 Each trial starts `codecomp-serve` afresh (cold caches) with the default checkpoints, and replays
 simulated editors typing held-out files of the corpus (`serve/loadgen.py`) against it; the load
@@ -315,6 +316,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each trial's measured trace")
     parser.add_argument("--objective-ms", type=float, default=50.0, help="as service.objective_ms in conf/serve.yaml")
     parser.add_argument("--quick", action="store_true", help="the full system and batching off only")
+    parser.add_argument("--configuration", action="append", choices=list(CONFIGURATIONS),
+                        help="only these (repeat it; the full system and batching off always run)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("overrides", nargs="*", help="for every server, e.g. models.char.checkpoint=PATH")
     args = parser.parse_args()
@@ -323,6 +326,8 @@ def main() -> None:
     bench = Bench(documents, args.editors, args.seconds, args.objective_ms, logs, args.overrides)
     print(f"{len(documents)} held-out files; {args.editors} editors; {args.seconds:g} s trials; server logs in {logs}")
     names = ["full system", "batching off"] if args.quick else list(CONFIGURATIONS)
+    if args.configuration:
+        names = [name for name in CONFIGURATIONS if name in {"full system", "batching off", *args.configuration}]
     capacities: dict[str, float] = {}
     base: dict[str, dict[str, Any]] = {}
     figures: dict[str, Any] = {"capacity": capacities}

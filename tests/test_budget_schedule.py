@@ -1,5 +1,6 @@
 """The learning-rate schedule over a run's budget: its shape, and a real run bounded by steps or by time."""
 
+import functools
 import itertools
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from codecomp.data.char_datamodule import CharDataModule
 from codecomp.models.budget_schedule import WarmupCosine, budget_progress
 from codecomp.models.char_lstm_module import CharLSTMModule
+from codecomp.models.tree_lstm_module import TreeLSTMModule
 
 
 def test_warmup_then_half_cosine_to_the_final_rate():
@@ -65,3 +67,15 @@ def test_a_run_bounded_by_time_ends_on_the_final_rate(fixture_corpus):
     progress, steps = rates.end
     assert progress == 1.0 and steps < 10_000  # time, not the 20,000 steps allowed, used the budget up
     assert rates.progress == sorted(rates.progress) and max(rates.progress) <= 1.0
+
+
+def test_the_tree_lstm_takes_the_schedule_too_and_one_scheduler_at_most(fixture_corpus):
+    schedule = {"warmup": 0.25, "final": 0.1}
+    module = TreeLSTMModule(str(fixture_corpus), embed_dim=8, hidden=8, pointer_dim=8, lr_schedule=schedule)
+    module.trainer = pl.Trainer(accelerator="cpu", logger=False, max_steps=8, enable_progress_bar=False)
+    configured = module.configure_optimizers()
+    assert configured["lr_scheduler"]["interval"] == "step"  # set every step, not on val/loss
+    assert module.lr_schedule == WarmupCosine(0.25, 0.1)
+    plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau)
+    with pytest.raises(ValueError, match="not both"):
+        TreeLSTMModule(str(fixture_corpus), scheduler=plateau, lr_schedule=schedule)

@@ -14,6 +14,7 @@ from codecomp.data.hole_settings import (
     HoleSettings,
     cursor_text,
     is_member_access,
+    parse_at_cursor,
     sample_partial,
     statement_end,
 )
@@ -91,7 +92,7 @@ def test_cpp_editor_holes_cut_the_rest_of_the_statement_and_keep_the_code_after(
     assert example.tree.value(hole) is None  # hidden from the model
     assert int(example.tree.starts[hole]) == start  # the placeholder at the cursor
     assert kind_of(example.tree, hole) == kind_of(tree, node)  # `field_identifier` after `.`, `->`
-    assert example.tree.error_bytes < example.tree.n_bytes  # parsed as the server sees it, the rest intact
+    assert example.tree.error_bytes == 0  # the statement closed at the cursor: a tree like finished code's
 
 
 def test_a_hole_in_a_loop_header_cuts_the_whole_loop():
@@ -99,6 +100,9 @@ def test_a_hole_in_a_loop_header_cuts_the_whole_loop():
     node = leaf(tree, "i", 1)  # `i < 3`
     text, cursor = cursor_text(CPP, int(tree.starts[node]), "editor", statement_end(tree, node))
     assert text[:cursor].endswith(b"for (int i = 0; ") and text[cursor:].startswith(b"\n  return std::max")
+    # As typed, the open `for (` swallows the code after it into ERROR; closed (`for (int i = 0; X);`), none.
+    assert parse_at_cursor(text[:cursor], text[cursor:], "cpp")[0].error_bytes > 0
+    assert parse_at_cursor(text[:cursor], text[cursor:], "cpp", cut=True)[0].error_bytes == 0
 
 
 def test_javascript_editor_hole_with_a_partial_identifier():
@@ -114,7 +118,7 @@ def test_javascript_editor_hole_with_a_partial_identifier():
     vocab = tiny_vocab()
     completer = TreeLSTMCompleter(HoleModel(len(vocab.kinds), len(vocab.values), 8, 8, 8, False), vocab,
                                   DEFAULT_TARGET_KINDS)  # fmt: skip
-    served, partial = completer.hole_example(HoleRequest(text, cursor, "javascript"))
+    served, partial = completer.hole_example(HoleRequest(text, cursor, "javascript", cut=True))
     assert partial == b"we"
     np.testing.assert_array_equal(served.tree.kinds, example.tree.kinds)
     assert served.holes.tolist() == example.holes.tolist()
@@ -126,7 +130,7 @@ def test_prefix_holes_and_partials():
     text, cursor = cursor_text(JS, int(tree.starts[node]), "prefix", 0, partial=b"sc")
     assert text.endswith(b"total += item.weight * sc") and cursor == len(text)
     example = made(cursor_example(tree, JS, node, "prefix", window_bytes=40))
-    assert example.tree.n_bytes <= 40 + len(PLACEHOLDER)  # whole lines within the window before the cursor
+    assert example.tree.n_bytes <= 40 + len(PLACEHOLDER + b";")  # whole lines within the window, then closed
     rng = np.random.default_rng(0)
     partials = [sample_partial("weight", 1.0, rng) for _ in range(50)]
     assert {len(p) for p in partials} == {1, 2, 3, 4, 5} and all(b"weight".startswith(p) for p in partials)
@@ -207,9 +211,11 @@ def test_an_editor_trained_model_is_served_the_statement_cut_and_the_code_after(
     settings = HoleSettings.create({"whole_file": 0.5, "editor": 0.5}, 0.5, 1024)
     path = tiny_tree_checkpoint(tmp_path / "editor.ckpt", hole_settings=settings.to_json())
     assert isinstance(load_completer(path), TreeLSTMCompleter)  # the family registry's way in
-    completer = TreeLSTMCompleter.from_checkpoint(path, window_bytes=1024)
-    assert completer.context == "editor"
-    assert TreeLSTMCompleter.from_checkpoint(path, context="whole_file").context == "whole_file"
+    completer = TreeLSTMCompleter.from_checkpoint(path)
+    assert (completer.context, completer.window_bytes) == ("editor", 1024)  # the context and window it learnt
+    assert TreeLSTMCompleter.from_checkpoint(path, window_bytes=None).window_bytes is None
+    whole = TreeLSTMCompleter.from_checkpoint(path, context="whole_file")
+    assert (whole.context, whole.window_bytes) == ("whole_file", None)
 
     prefix = b"int f(std::vector<int> values) {\n  int n = 0;\n  for (int v : values) {\n    n += values."
     edited = b"size();\n  }\n  return n;\n}\n"  # a member being replaced mid-line: the rest of its statement goes

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from codecomp.text.brackets import open_brackets, statement_closing
 from codecomp.text.minhash import MinHasher, jaccard
 from codecomp.text.tokens import DEDUPE_TOKEN, WORD, WORD_BYTE, code_tokens
 
@@ -89,3 +90,21 @@ def test_candidate_pairs_find_near_duplicates_only() -> None:
     sets = [(0, base), (3, other), (5, near), (9, base)]
     assert hasher.candidate_pairs(sets) == [(0, 5), (0, 9), (5, 9)]
     assert hasher.candidate_pairs([]) == []
+
+
+@pytest.mark.parametrize(
+    ("before", "closing"),
+    [(b"int f() {\n  total += compute(values[i", b"]);"),  # innermost first
+     (b"int f() {\n  if (ready(x) && y", b");"),
+     (b"int f() {\n  g(a);\n  values.", b";"),  # nothing open in the statement: only its end
+     (b"const o = { a: f(", b");"),  # stops at a `{`: the code after the cursor closes blocks itself
+     (b'g("(", \'[\', /* ( */ a[0], `(\n[`, // (\n  h(', b"));"),  # brackets in literals, comments skipped
+     (b"x = a)]; y(", b");")],  # stray closers ignored
+)  # fmt: skip
+def test_statement_closing_closes_what_the_statement_left_open(before: bytes, closing: bytes) -> None:
+    assert statement_closing(before) == closing
+
+
+def test_open_brackets_are_outermost_first() -> None:
+    assert open_brackets(b"f() { g([1, {") == [ord("{"), ord("("), ord("["), ord("{")]
+    assert open_brackets(b'"unterminated (\nf(') == [ord("(")]  # a `"` literal ends at its line's end

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from codecomp.parsing import CodeTree, kind_names, parse
+from codecomp.text.brackets import statement_closing
 from codecomp.text.tokens import WORD_BYTE
 
 SETTINGS = ("whole_file", "editor", "prefix")
@@ -164,10 +165,16 @@ def placeholder_leaf(tree: CodeTree, offset: int) -> int | None:
     return None
 
 
-def parse_at_cursor(before: bytes, after: bytes, language: str) -> tuple[CodeTree, int] | None:
+def parse_at_cursor(before: bytes, after: bytes, language: str, cut: bool = False) -> tuple[CodeTree, int] | None:
     """Parse `before + PLACEHOLDER + after`: the tree and the placeholder's leaf, None when no identifier
-    can stand at the cursor (inside a string or a comment, say)."""
-    tree = parse(before + PLACEHOLDER + after, language)
+    can stand at the cursor (inside a string or a comment, say).
+
+    Args:
+        cut: the rest of the statement at the cursor is gone (the editor and prefix settings): close the
+            brackets it left open and end it (`text.brackets`) before `after`, for a tree like finished code's.
+    """
+    closing = statement_closing(before) if cut else b""
+    tree = parse(before + PLACEHOLDER + closing + after, language)
     leaf = placeholder_leaf(tree, len(before))
     return None if leaf is None else (tree, leaf)
 

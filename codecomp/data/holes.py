@@ -86,7 +86,7 @@ def cursor_example(
     before, after = text[: cursor - len(partial)], text[cursor:]
     if window_bytes is not None:
         before, after = window(before, after, window_bytes)
-    parsed = parse_at_cursor(before, after, tree.language)
+    parsed = parse_at_cursor(before, after, tree.language, cut=True)
     if parsed is None:
         return None
     cut, hole = parsed

@@ -56,7 +56,7 @@ class EvalHole:
         if context == "whole_file":
             return HoleRequest(self.document[: self.start] + self.document[self.end :], self.start, language)
         text, cursor = cursor_text(self.document, self.start, context, self.cut_end, self.partial)
-        return HoleRequest(text, cursor, language)
+        return HoleRequest(text, cursor, language, cut=True)
 
     def typed(self, context: str) -> str:
         """What is typed of the target in `context` (candidates must start with it)."""

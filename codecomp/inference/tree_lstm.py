@@ -42,11 +42,13 @@ _DEFAULT_OPTIONS = CompletionOptions()
 
 @dataclasses.dataclass(frozen=True)
 class HoleRequest:
-    """A document and a cursor (byte offset) where a token is missing or partly typed."""
+    """A document and a cursor (byte offset) where a token is missing or partly typed; `cut`: the rest of the
+    statement at the cursor is not in the document (an editor mid-typing: `hole_settings.parse_at_cursor`)."""
 
     document: bytes
     cursor: int
     language: str
+    cut: bool = False
 
 
 class NoHole(ValueError):
@@ -98,15 +100,19 @@ class TreeLSTMCompleter:
     def from_checkpoint(
         cls, checkpoint: LoadedCheckpoint | str | Path, device: str | torch.device = "cpu", **settings: Any
     ) -> TreeLSTMCompleter:
-        """The completer of a Tree-LSTM checkpoint (already loaded, or a path); `settings`: `window_bytes`,
-        `context` (default: the one its hole settings were trained for; whole_file for older checkpoints)."""
+        """The completer of a Tree-LSTM checkpoint (already loaded, or a path); `settings`: `context` (default:
+        the one its hole settings were trained for; whole_file for older checkpoints) and `window_bytes`
+        (default: for a cursor context, the window its cursor holes were trained in; else the whole document)."""
         loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load(checkpoint)
         loaded.expect_family(cls.family)
         description = loaded.description
         vocab = TreeVocab.from_json(description.vocab)
         model = HoleModel(len(vocab.kinds), len(vocab.values), **description.model_config)
         model.load_state_dict(loaded.state)
-        settings.setdefault("context", HoleSettings.from_json(description.extra.get("hole_settings")).served_context)
+        hole_settings = HoleSettings.from_json(description.extra.get("hole_settings"))
+        settings.setdefault("context", hole_settings.served_context)
+        if settings["context"] != "whole_file":
+            settings.setdefault("window_bytes", hole_settings.window_bytes)
         return cls(model, vocab, description.extra["target_kinds"], device, **settings)
 
     def hole_example(self, request: HoleRequest) -> tuple[HoleExample, bytes]:
@@ -123,14 +129,14 @@ class TreeLSTMCompleter:
             return self._hole_example(request)
         document, cursor = request.document, request.cursor
         before, after = window(document[:cursor], document[cursor:], self.window_bytes)
-        return self._hole_example(HoleRequest(before + after, len(before), request.language))
+        return self._hole_example(HoleRequest(before + after, len(before), request.language, request.cut))
 
     def _hole_example(self, request: HoleRequest) -> tuple[HoleExample, bytes]:
         partial = typed_word(request.document[: request.cursor])  # what `leaf_at` would give, without a parse
         rest = _REST.match(request.document, request.cursor)  # the rest of a word the cursor is inside
         end = rest.end() if rest is not None else request.cursor
         start = request.cursor - len(partial)
-        parsed = parse_at_cursor(request.document[:start], request.document[end:], request.language)
+        parsed = parse_at_cursor(request.document[:start], request.document[end:], request.language, request.cut)
         if parsed is None:
             raise NoHole("the cursor is not where an identifier can stand")
         tree, leaf = parsed
@@ -176,12 +182,13 @@ class TreeLSTMCompleter:
         completer's `context`. No candidates where no identifier can stand (inside a string or a comment).
         `deadlines` are not used: one batched pass is the whole computation."""
         examples, partials, rows = [], [], []
+        cut = self.context != "whole_file"  # the statement at the cursor is unfinished (or gone, editor)
         for row, request in enumerate(requests):
             before, after = request.prefix, self.served_suffix(request.prefix, request.suffix, request.language)
             if self.window_bytes is not None:
                 before, after = window(before, after, self.window_bytes)
             try:
-                example, partial = self._hole_example(HoleRequest(before + after, len(before), request.language))
+                example, partial = self._hole_example(HoleRequest(before + after, len(before), request.language, cut))
             except NoHole:
                 continue
             examples.append(example)

@@ -15,7 +15,6 @@ from codecomp import checkpoint as checkpoint_format
 from codecomp.data.char_vocab import N_BYTES, PAD_ID, VOCAB_SIZE, encode_document
 from codecomp.data.file_lanes import CharBatch
 from codecomp.models.base import CodecompModule
-from codecomp.models.budget_schedule import WarmupCosine, budget_progress
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig, LSTMState
 
 FAMILY = "char_lstm"  # the family its checkpoints declare; codecomp.inference.families maps it to a completer
@@ -60,26 +59,13 @@ class CharLSTMModule(CodecompModule):
         scheduler: Callable[..., Any] | None = None,
         lr_schedule: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler, hparam_metrics=("val/bpc", "test/bpc"))
-        if scheduler is not None and lr_schedule is not None:
-            raise ValueError("give a scheduler or an lr_schedule, not both")
+        super().__init__(optimizer, scheduler, ("val/bpc", "test/bpc"), lr_schedule)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.model_config = CharLSTMConfig(embed_dim, hidden, layers, dropout, VOCAB_SIZE)
         self.model = CharLSTM(self.model_config)
         self.languages = list(languages)
         self.corpus = corpus
-        self.lr_schedule = WarmupCosine(**lr_schedule) if lr_schedule is not None else None
         self.carried: dict[str, LSTMState] = {}  # stage: each row's state at the end of the last batch
-
-    def configure_optimizers(self) -> Any:
-        if self.lr_schedule is None:
-            return super().configure_optimizers()
-        optimizer = self.optimizer_factory(self.parameters())
-        schedule = self.lr_schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda _: schedule.factor(budget_progress(self.trainer))
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)[0]

@@ -28,6 +28,7 @@ class TreeLSTMModule(CodecompModule):
         arguments of the same names): the loss weighs each setting by its share, and the checkpoint records
         them so that serving builds the context the model learnt from.
     optimizer, scheduler: partials (Hydra `_partial_: true`); the scheduler steps on val/loss.
+    lr_schedule: instead of `scheduler`, warm-up and cosine over the run's budget (`CodecompModule`).
     """
 
     def __init__(
@@ -44,8 +45,9 @@ class TreeLSTMModule(CodecompModule):
         hole_window_bytes: int | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
+        lr_schedule: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler, hparam_metrics=("val/top1", "test/top1"))
+        super().__init__(optimizer, scheduler, ("val/top1", "test/top1"), lr_schedule)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.vocab = TreeVocab.from_corpus(Path(corpus), languages)
         self.target_kinds = {k: list(v) for k, v in (target_kinds or DEFAULT_TARGET_KINDS).items()}
