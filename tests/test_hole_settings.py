@@ -23,7 +23,7 @@ from codecomp.data.holes import (
     collate_holes,
     cursor_example,
     make_holes,
-    sample_example,
+    sample_examples,
     target_leaves,
 )
 from codecomp.data.tree_datamodule import TreeHoleDataModule
@@ -152,10 +152,14 @@ def test_settings_are_checked_normalised_and_drawn_by_share():
     draws = [settings.draw(rng) for _ in range(400)]
     assert 150 < draws.count("editor") < 250 and set(draws) == {"whole_file", "editor"}
     tree = parse(CPP, "cpp")
-    example = sample_example(tree, CPP, HoleSettings.create({"editor": 1}), DEFAULT_TARGET_KINDS, 0.15, 32, rng)
+    editor = HoleSettings.create({"editor": 1})
+    [example] = sample_examples(tree, CPP, editor, DEFAULT_TARGET_KINDS, 0.15, 32, rng)
     assert example.setting == "editor" and len(example.holes) == 1
-    example = sample_example(tree, None, HoleSettings.create({"editor": 1}), DEFAULT_TARGET_KINDS, 0.15, 32, rng)
+    [example] = sample_examples(tree, None, editor, DEFAULT_TARGET_KINDS, 0.15, 32, rng)
     assert example.setting == "whole_file"  # no text at hand: the holes of the tree itself
+    several = sample_examples(tree, CPP, editor, DEFAULT_TARGET_KINDS, 0.15, 32, rng, cursor_holes=4)
+    assert len(several) == 4 and all(e.setting == "editor" and len(e.holes) == 1 for e in several)
+    assert len({int(e.tree.starts[int(e.holes[0])]) for e in several}) == 4  # distinct cursors
 
 
 def test_the_datamodule_mixes_settings_and_the_loss_weighs_them_by_share(fixture_corpus):
@@ -164,7 +168,7 @@ def test_the_datamodule_mixes_settings_and_the_loss_weighs_them_by_share(fixture
                                     hole_window_bytes=1024)  # fmt: skip
     datamodule.setup()
     dataset = datamodule.datasets["train"]
-    examples = [dataset[i] for i in range(len(dataset))]
+    examples = [example for i in range(len(dataset)) for example in dataset[i]]
     settings = {example.setting for example in examples}
     assert settings == {"whole_file", "editor", "prefix"}, settings
     assert all(len(e.holes) == 1 for e in examples if e.setting != "whole_file")
@@ -187,6 +191,20 @@ def test_the_datamodule_mixes_settings_and_the_loss_weighs_them_by_share(fixture
     saved: dict[str, Any] = {}
     module.on_save_checkpoint(saved)
     assert saved["codecomp"]["hole_settings"] == {"shares": shares, "partial_rate": 0.5, "window_bytes": None}
+
+
+def test_several_cursor_holes_per_file_reach_the_batches(fixture_corpus):
+    shares = {"whole_file": 0.5, "editor": 0.5}
+    one, four = (TreeHoleDataModule(fixture_corpus, node_budget=400, hole_settings=shares, hole_window_bytes=1024,
+                                    cursor_holes=k) for k in (1, 4))  # fmt: skip
+    for datamodule in (one, four):
+        datamodule.setup()
+    editor_holes = []
+    for datamodule in (one, four):
+        batches = list(datamodule.train_dataloader())
+        editor_holes.append(sum(int((b.hole_setting == SETTINGS.index("editor")).sum()) for b in batches))
+    assert editor_holes[1] > 2 * editor_holes[0] > 0
+    assert four.datasets["train"].sizes.sum() > one.datasets["train"].sizes.sum()  # batches planned for them
 
 
 def tiny_vocab():

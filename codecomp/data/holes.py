@@ -93,7 +93,7 @@ def cursor_example(
     return make_holes(cut, np.array([hole]), (tree.value(leaf) or "",), setting, (partial,))
 
 
-def sample_example(
+def sample_examples(
     tree: CodeTree,
     document: bytes | None,
     settings: HoleSettings,
@@ -101,18 +101,31 @@ def sample_example(
     rate: float,
     max_holes: int,
     rng: np.random.Generator,
-) -> HoleExample:
-    """Holes of a setting drawn by share: whole_file holes as `sample_holes`, or one editor or prefix hole at a
-    random target leaf (whole_file when the document is not at hand or the placeholder does not parse)."""
+    cursor_holes: int = 1,
+) -> list[HoleExample]:
+    """Holes of a setting drawn by share: whole_file holes as `sample_holes` (one example), or editor or prefix
+    holes at up to `cursor_holes` distinct random target leaves, each its own text cut at its cursor and parsed
+    apart (whole_file when the document is not at hand or no placeholder parses). A cursor text holds one hole
+    where a whole file holds many, and within the window it is small: several per file even that out."""
     setting = settings.draw(rng)
     candidates = target_leaves(tree, target_kinds)
     if setting != "whole_file" and document is not None and len(candidates):
-        leaf = int(rng.choice(candidates))
-        partial = sample_partial(tree.value(leaf) or "", settings.partial_rate, rng)
-        example = cursor_example(tree, document, leaf, setting, partial, settings.window_bytes)
-        if example is not None:
-            return example
-    return sample_holes(tree, target_kinds, rate, max_holes, rng)
+        examples = []
+        for leaf in rng.choice(candidates, size=min(cursor_holes, len(candidates)), replace=False).tolist():
+            partial = sample_partial(tree.value(leaf) or "", settings.partial_rate, rng)
+            example = cursor_example(tree, document, leaf, setting, partial, settings.window_bytes)
+            if example is not None:
+                examples.append(example)
+        if examples:
+            return examples
+    return [sample_holes(tree, target_kinds, rate, max_holes, rng)]
+
+
+def collate_examples(
+    items: Sequence[Sequence[HoleExample]], vocab: TreeVocab, target_kinds: Mapping[str, Sequence[str]]
+) -> HoleBatch:
+    """`collate_holes` over the examples of several files (a DataLoader's items)."""
+    return collate_holes([example for item in items for example in item], vocab, target_kinds)
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from codecomp.data.hole_settings import HoleSettings
-from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleExample, collate_holes, sample_example
+from codecomp.data.holes import DEFAULT_TARGET_KINDS, HoleExample, collate_examples, sample_examples
 from codecomp.data.shards import TextShard, TreeShard
 from codecomp.data.tree_vocab import TreeVocab
 
@@ -34,8 +34,9 @@ class HoleDataset(Dataset):
         seed: int,
         settings: HoleSettings | None = None,
         texts: Sequence[TextShard] | None = None,
+        cursor_holes: int = 1,
     ) -> None:
-        self.shards, self.target_kinds = list(shards), target_kinds
+        self.shards, self.target_kinds, self.cursor_holes = list(shards), target_kinds, cursor_holes
         self.mask_rate, self.max_holes, self.seed, self.epoch = mask_rate, max_holes, seed, 0
         self.settings = settings or HoleSettings()
         self.texts = list(texts) if texts is not None else None
@@ -46,29 +47,31 @@ class HoleDataset(Dataset):
         self.sizes = np.array([self._expected_nodes(s, t) for s, t in self.items], dtype=np.int64)
 
     def _expected_nodes(self, shard: int, tree: int) -> int:
-        """The tree's node count, less what windowed editor and prefix holes leave out on average (batches are
-        planned by node count before the settings are drawn)."""
+        """The nodes the file's examples hold on average: the whole tree for whole_file holes, `cursor_holes`
+        windows of it for editor and prefix holes (batches are planned by node count before settings are drawn)."""
         nodes = int(self.shards[shard].tree_ptr[tree + 1] - self.shards[shard].tree_ptr[tree])
+        if self.texts is None:
+            return nodes
         window = self.settings.window_bytes
         n_bytes = int(self.shards[shard].n_bytes[tree])
-        if window is None or self.texts is None or n_bytes <= 1.5 * window:
-            return nodes
+        seen = 1.0 if window is None else min(1.0, 1.5 * window / max(n_bytes, 1))  # share of the file a window holds
         cursor_share = 1.0 - self.settings.shares.get("whole_file", 0.0)
-        return round(nodes * (1.0 - cursor_share * (1.0 - 1.5 * window / n_bytes)))
+        return round(nodes * ((1.0 - cursor_share) + cursor_share * self.cursor_holes * seen))
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> HoleExample:
+    def __getitem__(self, index: int) -> list[HoleExample]:
         shard, tree = self.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         code_tree = self.shards[shard].tree(tree)
         document = None
         if self.texts is not None and set(self.settings.shares) != {"whole_file"}:
             document = self.texts[shard].document(int(self.shards[shard].file_index[tree]))
-        return sample_example(
-            code_tree, document, self.settings, self.target_kinds, self.mask_rate, self.max_holes, rng
-        )
+        return sample_examples(
+            code_tree, document, self.settings, self.target_kinds, self.mask_rate, self.max_holes, rng,
+            self.cursor_holes,
+        )  # fmt: skip
 
 
 class NodeBudgetBatchSampler(Sampler[list[int]]):
@@ -120,6 +123,7 @@ class TreeHoleDataModule(pl.LightningDataModule):
     partial_rate: share of editor and prefix holes whose token is partly typed.
     hole_window_bytes: editor and prefix holes read whole lines within this many bytes before the cursor (half
         as many after), like the server's window; None: the whole file.
+    cursor_holes: a file drawn for editor or prefix holes gives this many, at distinct leaves, each parsed apart.
     """
 
     def __init__(
@@ -136,8 +140,10 @@ class TreeHoleDataModule(pl.LightningDataModule):
         hole_settings: Mapping[str, float] | None = None,
         partial_rate: float = 0.0,
         hole_window_bytes: int | None = None,
+        cursor_holes: int = 1,
     ) -> None:
         super().__init__()
+        self.cursor_holes = cursor_holes
         self.hole_settings = HoleSettings.create(hole_settings, partial_rate, hole_window_bytes)
         self.corpus, self.languages = Path(corpus), list(languages)
         self.target_kinds = {k: tuple(v) for k, v in (target_kinds or DEFAULT_TARGET_KINDS).items()}
@@ -155,6 +161,7 @@ class TreeHoleDataModule(pl.LightningDataModule):
             self.datasets[split] = HoleDataset(
                 [TreeShard(folder) for folder in folders], self.target_kinds, self.mask_rate, self.max_holes,
                 self.max_nodes, self.seed, self.hole_settings, [TextShard(folder) for folder in folders],
+                self.cursor_holes,
             )  # fmt: skip
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -163,7 +170,7 @@ class TreeHoleDataModule(pl.LightningDataModule):
         sampler = NodeBudgetBatchSampler(dataset.sizes, self.node_budget, shuffle, self.seed, rank, world)
         if shuffle and self.trainer is not None:
             dataset.epoch = sampler.epoch = self.trainer.current_epoch
-        collate = functools.partial(collate_holes, vocab=self.vocab, target_kinds=self.target_kinds)
+        collate = functools.partial(collate_examples, vocab=self.vocab, target_kinds=self.target_kinds)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
