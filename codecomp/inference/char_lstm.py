@@ -17,7 +17,7 @@ from codecomp.checkpoint import LoadedCheckpoint, load
 from codecomp.data.char_vocab import PAD_ID, encode_document
 from codecomp.inference.char_beams import CharDecoding, CharState
 from codecomp.inference.completer import Candidate, CompletionOptions, CompletionRequest
-from codecomp.inference.decoding import complete_stepwise
+from codecomp.inference.decoding import complete_stepwise, run_to_end
 from codecomp.inference.prefix_states import PrefixStateCache
 from codecomp.models.components.char_lstm import CharLSTM, CharLSTMConfig
 
@@ -189,11 +189,9 @@ class CharLSTMCompleter:
     ) -> list[list[Candidate]]:
         """`complete` from prefixes already read (`encode`, `advance`, `read`)."""
         decoding = self.decoding(options)
-        ids = decoding.add_states(states, [math.inf] * len(states) if deadlines is None else deadlines)
-        while decoding.live:
-            decoding.step()
-        answers = dict(decoding.pop_finished())
-        return [answers[i] for i in ids]
+        return run_to_end(
+            decoding, decoding.add_states(states, [math.inf] * len(states) if deadlines is None else deadlines)
+        )
 
     # -- scoring documents (evaluation) ------------------------------------------------------------
 

@@ -66,7 +66,11 @@ def complete_stepwise(
     if not requests:
         return []
     decoding = completer.decoding(options)
-    ids = decoding.add(requests, [math.inf] * len(requests) if deadlines is None else deadlines)
+    return run_to_end(decoding, decoding.add(requests, [math.inf] * len(requests) if deadlines is None else deadlines))
+
+
+def run_to_end(decoding: LineDecoding, ids: Sequence[int]) -> list[list[Candidate]]:
+    """Step `decoding` until no row is left; the candidates of rows `ids`, in their order."""
     while decoding.live:
         decoding.step()
     answers = dict(decoding.pop_finished())

@@ -27,7 +27,7 @@ from torch import nn
 from torch.ao.nn.quantized import dynamic as qdynamic
 from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
-from codecomp.models.components.char_lstm import CharLSTM, LSTMState
+from codecomp.models.components.char_lstm import CharLSTM, LSTMState, lstm_cell
 from codecomp.models.components.hole_model import HoleModel
 
 QUANTIZE_MODES = ("none", "int8")
@@ -70,9 +70,7 @@ class Int8CharLSTM(CharLSTM):
         new_h, new_c = [], []
         for layer in range(self.config.layers):
             gates = self.step_inputs[layer](x) + self.step_recurrent[layer](h[layer])  # (N, 4H): i, f, g, o
-            i, f, g, o = gates.chunk(4, dim=1)
-            cell = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(cell)  # (N, H)
+            x, cell = lstm_cell(gates, c[layer])
             new_h.append(x)
             new_c.append(cell)
         return torch.log_softmax(self.head(x), dim=-1), (torch.stack(new_h), torch.stack(new_c))

@@ -89,9 +89,7 @@ class CharLSTM(nn.Module):
             w_ih, w_hh = getattr(self.lstm, f"weight_ih_l{layer}"), getattr(self.lstm, f"weight_hh_l{layer}")
             b_ih, b_hh = getattr(self.lstm, f"bias_ih_l{layer}"), getattr(self.lstm, f"bias_hh_l{layer}")
             gates = torch.addmm(b_ih, x, w_ih.t()).addmm_(h[layer], w_hh.t()).add_(b_hh)  # (N, 4H): i, f, g, o
-            i, f, g, o = gates.chunk(4, dim=1)
-            cell = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
-            x = torch.sigmoid(o) * torch.tanh(cell)  # (N, H)
+            x, cell = lstm_cell(gates, c[layer])
             new_h.append(x)
             new_c.append(cell)
         return torch.log_softmax(self.head(x), dim=-1), (torch.stack(new_h), torch.stack(new_c))
@@ -99,3 +97,10 @@ class CharLSTM(nn.Module):
     def zero_state(self, batch: int, device: torch.device | None = None) -> LSTMState:
         shape = (self.config.layers, batch, self.config.hidden)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+
+def lstm_cell(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTM's update from its gate pre-activations (N, 4H: i, f, g, o) and the cell (N, H): the new (h, c)."""
+    i, f, g, o = gates.chunk(4, dim=1)
+    cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(cell), cell
