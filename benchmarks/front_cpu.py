@@ -15,7 +15,8 @@ replayed: HTTP parsing and replies, validation, caches, selection, batching, RPC
 heartbeats it hears meanwhile. `serve_load`'s cpu_per_request is the same figure in front of the real
 models (their batches, hence the frontend's work per request, differ somewhat). With `--profile PATH`
 the frontend runs under py-spy, which writes its samples there (raw collapsed stacks) and the most
-costly functions are printed.
+costly functions are printed; only the thread holding the GIL is sampled (`--gil`), so the shares are of
+the Python work, not of waits (an idle thread pool, the event loop's poll).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def main() -> None:
         asyncio.run(replay(url, warm, timeout_s=5.0))
         if args.profile is not None:  # attached for the replay only: start-up and imports are not in the samples
             spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(front.pid), "--format", "raw",
-                   "--rate", "250", "-o", str(args.profile)]  # fmt: skip
+                   "--rate", "250", "--gil", "-o", str(args.profile)]  # fmt: skip
             stack.callback(_stop, subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=log, text=True))
             time.sleep(1.0)  # attached
         before, own = _cpu_seconds(front.pid), time.process_time()

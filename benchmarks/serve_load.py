@@ -1,7 +1,7 @@
 """Serving under realistic editing load: capacity at the latency objective, ablations, large files,
 a container killed under load, and overload.
 
-    python -m benchmarks.serve_load [--corpus data/small] [--editors 32] [--seconds 12] [--quick]
+    python -m benchmarks.serve_load [--corpus data/small] [--editors 32] [--seconds 12] [--trials 1] [--quick]
                                     [--configuration NAME ...]
 
 Each trial starts `codecomp-serve` afresh (cold caches) with the default checkpoints, and replays
@@ -11,6 +11,8 @@ warm-up that is left out of the figures (as if already at work); their first req
 no prefix state, are reported apart as cold sessions. Capacity at the objective is the highest
 request rate at which p99 end-to-end latency stays within the objective and at most 5% of requests
 are degraded, shed or failed, found by doubling and halving the rate, then one geometric bisection.
+With `--trials N` each rate replays N traces (other seeds), each against a fresh server, and its figures
+pool them: one 12 s trace's p99 rests on a handful of requests, and the search can flip on it.
 Configurations, on the same trace: the full system, its line models batching a batch at a time
 instead of continuously, batching off (batch size 1), prediction caches off, and a fixed batch size;
 "wait char" is the mean time a Char-LSTM request waits in the frontend's queue.
@@ -61,6 +63,7 @@ class Bench:
     logs: Path
     extra: list[str]  # overrides for every server (other checkpoints, say)
     warmup: float = 3.0  # seconds at the start of each trial left out of its figures
+    trials: int = 1  # traces (seeds) per rate, each against a fresh server, their outcomes pooled
 
     def server(self, overrides: Sequence[str], name: str) -> ServerProcess:
         return ServerProcess([*self.extra, *overrides], log=self.logs / f"{name}.log")
@@ -83,19 +86,26 @@ class Bench:
         return [o for o in outcomes if o.scheduled_s >= self.warmup]
 
     def run(self, overrides: Sequence[str], factor: float, name: str) -> dict[str, Any]:
-        trace = self.trace(factor)
-        with self.serving(overrides, f"{name}-x{factor:.3g}") as urls:
-            everything = asyncio.run(replay(urls, trace, timeout_s=5.0))
-            outcomes = self.measured(everything)
-            summary = summarize(outcomes, self.seconds)
-            summary["rate"] = len(outcomes) / self.seconds
-            summary["cold"] = cold_sessions(everything)
-            metrics = "".join(httpx.get(f"{url}/metrics").text for url in urls)
-            summary["batch"] = mean_batch_sizes(metrics)
-            waits = mean_batch_sizes(metrics, "codecomp_queue_wait_seconds")  # in the frontend's queue, s
-            summary["queue_wait_ms"] = {model: 1000 * seconds for model, seconds in waits.items()}
-            summary["meets"] = meets_objective(summary, self.objective_ms)
-            summary["outcomes"] = outcomes
+        """One rate: `trials` traces of different seeds, each against a fresh server, figures over all of them."""
+        everything: list[Any] = []
+        firsts: list[Any] = []
+        metrics = ""
+        for seed in range(self.trials):
+            trace = self.trace(factor, seed)
+            with self.serving(overrides, f"{name}-x{factor:.3g}-{seed}") as urls:
+                trial = asyncio.run(replay(urls, trace, timeout_s=5.0))
+                metrics += "".join(httpx.get(f"{url}/metrics").text for url in urls)  # the means pool the trials
+            everything += trial
+            firsts += first_requests(trial)
+        outcomes = self.measured(everything)
+        summary = summarize(outcomes, self.seconds * self.trials)
+        summary["rate"] = len(outcomes) / (self.seconds * self.trials)
+        summary["cold"] = cold_sessions(firsts)
+        summary["batch"] = mean_batch_sizes(metrics)
+        waits = mean_batch_sizes(metrics, "codecomp_queue_wait_seconds")  # in the frontend's queue, s
+        summary["queue_wait_ms"] = {model: 1000 * seconds for model, seconds in waits.items()}
+        summary["meets"] = meets_objective(summary, self.objective_ms)
+        summary["outcomes"] = outcomes
         print(f"  {name:<15} x{factor:<6.3g} {summary['rate']:7.1f} req/s  p99 {fmt(summary['p99_ms'])} ms  "
               f"degraded+shed+errors {bad_share(summary):6.1%}  {'meets' if summary['meets'] else 'misses'}  "
               f"({why_bad(outcomes)})", flush=True)  # fmt: skip
@@ -132,17 +142,22 @@ def mean_batch_sizes(metrics: str, name: str = "codecomp_batch_size") -> dict[st
     return {m: sums[m] / counts[m] for m in sums if counts.get(m)}
 
 
-def cold_sessions(outcomes: list[Any]) -> dict[str, float]:
-    """The first request of each editor: no prefix state, no cache (shown apart from the steady state)."""
+def first_requests(outcomes: list[Any]) -> list[Any]:
+    """The first request of each editor in one trial: no prefix state, no cache."""
     first: dict[str, Any] = {}
     for outcome in sorted(outcomes, key=lambda o: o.scheduled_s):
         first.setdefault(outcome.user, outcome)
-    latencies = sorted(o.latency_s * 1000 for o in first.values())
+    return list(first.values())
+
+
+def cold_sessions(firsts: list[Any]) -> dict[str, float]:
+    """Editors' first requests (`first_requests`), shown apart from the steady state."""
+    latencies = sorted(o.latency_s * 1000 for o in firsts)
     return {
         "count": len(latencies),
         "p50_ms": statistics.median(latencies) if latencies else 0.0,
         "max_ms": latencies[-1] if latencies else 0.0,
-        "degraded": sum(o.degraded for o in first.values()) / max(1, len(first)),
+        "degraded": sum(o.degraded for o in firsts) / max(1, len(firsts)),
     }
 
 
@@ -315,6 +330,7 @@ def main() -> None:
     parser.add_argument("--editors", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each trial's measured trace")
     parser.add_argument("--objective-ms", type=float, default=50.0, help="as service.objective_ms in conf/serve.yaml")
+    parser.add_argument("--trials", type=int, default=1, help="traces per rate, pooled (steadier p99 and capacity)")
     parser.add_argument("--quick", action="store_true", help="the full system and batching off only")
     parser.add_argument("--configuration", action="append", choices=list(CONFIGURATIONS),
                         help="only these (repeat it; the full system and batching off always run)")  # fmt: skip
@@ -323,8 +339,11 @@ def main() -> None:
     args = parser.parse_args()
     documents = documents_from_corpus(args.corpus, "test")
     logs = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    bench = Bench(documents, args.editors, args.seconds, args.objective_ms, logs, args.overrides)
-    print(f"{len(documents)} held-out files; {args.editors} editors; {args.seconds:g} s trials; server logs in {logs}")
+    bench = Bench(documents, args.editors, args.seconds, args.objective_ms, logs, args.overrides, trials=args.trials)
+    print(
+        f"{len(documents)} held-out files; {args.editors} editors; {args.trials} x {args.seconds:g} s trials per "
+        f"rate; server logs in {logs}"
+    )
     names = ["full system", "batching off"] if args.quick else list(CONFIGURATIONS)
     if args.configuration:
         names = [name for name in CONFIGURATIONS if name in {"full system", "batching off", *args.configuration}]

@@ -81,9 +81,9 @@ def test_a_claiming_worker_takes_its_own_first_then_spares_and_leaves_the_rest()
             queue.put(name, deadline)
         verdicts = {"own": Claim.OWN, "spare": Claim.SPARE, "theirs": Claim.NOT_OURS}
         claim = lambda name: verdicts[name.split("-")[0]]  # noqa: E731
-        first = await queue.take(3, claim=claim)
-        second = await queue.take(3, claim=claim)
-        waiting = asyncio.ensure_future(queue.take(3, claim=claim))
+        first = await queue.take(3, claimant=lambda: claim)
+        second = await queue.take(3, claimant=lambda: claim)
+        waiting = asyncio.ensure_future(queue.take(3, claimant=lambda: claim))
         await asyncio.sleep(0.01)
         assert not waiting.done()  # only another worker's request is left: it waits
         verdicts["theirs"] = Claim.SPARE  # that worker got busy
@@ -92,6 +92,21 @@ def test_a_claiming_worker_takes_its_own_first_then_spares_and_leaves_the_rest()
         return [[p.item for p in batch] for batch in (first, second, third)]
 
     assert asyncio.run(scenario()) == [["own-early", "own-late", "spare-early"], ["spare-late"], ["theirs"]]
+
+
+def test_a_take_asks_for_the_claim_at_each_look_as_replicas_come_and_go():
+    async def scenario():
+        queue = DeadlineQueue(max_size=10, clock=Clock())
+        queue.put("homed elsewhere", 101.0)
+        claims = {"now": lambda name: Claim.NOT_OURS}  # another replica holds its session
+        waiting = asyncio.ensure_future(queue.take(3, claimant=lambda: claims["now"]))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        claims["now"] = None  # that replica is gone: this one is the only one, every request its own
+        queue.notify()
+        return [p.item for p in await asyncio.wait_for(waiting, 1.0)]
+
+    assert asyncio.run(scenario()) == ["homed elsewhere"]
 
 
 def test_take_waits_for_work_and_then_for_the_batch_to_fill():

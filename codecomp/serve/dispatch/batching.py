@@ -48,6 +48,10 @@ class Claim(enum.Enum):
     NOT_OURS = "not ours"  # left for the worker it belongs to
 
 
+# Gives the claim in force (None: the worker may take any request, earliest deadline first).
+Claimant = Callable[[], Callable[[Item], Claim] | None]
+
+
 @dataclasses.dataclass(order=True)
 class Pending(Generic[Item, Result]):
     """A queued request: its deadline (a `time.monotonic()` instant) orders the queue."""
@@ -109,19 +113,21 @@ class DeadlineQueue(Generic[Item, Result]):
             self.expired += 1
 
     async def take(
-        self, max_items: int, wait_s: float = 0.0, claim: Callable[[Item], Claim] | None = None
+        self, max_items: int, wait_s: float = 0.0, claimant: Claimant[Item] | None = None
     ) -> list[Pending[Item, Result]]:
         """Wait for work, then return up to `max_items` live requests, earliest deadline first.
 
         After the first request is there, waits up to `wait_s` more for the batch to fill.
         Requests whose deadline has passed, or whose caller gave up, are dropped on the way.
-        With `claim`, the batch is the worker's own requests (earliest deadline first), then spare
-        ones while there is room; it waits while there is neither (`notify` wakes it to look again).
+        With a claim (`claimant()`, asked at each look at the queue: the replicas may change while it
+        waits), the batch is the worker's own requests (earliest deadline first), then spare ones while
+        there is room; it waits while there is neither (`notify` wakes it to look again).
         """
         if max_items < 1:
             raise ValueError(f"max_items must be positive, got {max_items}")
         while True:
             self._drop_dead()
+            claim = claimant() if claimant is not None else None
             if not self._takeable(claim):
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -261,11 +267,12 @@ async def feed_continuously(
     worker: Worker,
     predict: Callable[[list[Item], list[float]], Awaitable[list[Result]]],
     record: Callable[[int, float], None],
-    claim: Callable[[Item], Claim] | None = None,
+    claimant: Claimant[Item] | None = None,
 ) -> None:
     """A worker's loop under continuous batching, while `worker.alive`: each request goes out as a batch of its own
     (`run_batch`) as soon as fewer than `worker.aimd.size` are in flight; `record(rows in flight when it left,
-    seconds it took)` after each answer. Returns once the requests in flight are answered (cancelled too)."""
+    seconds it took)` after each answer; `claimant` as in `DeadlineQueue.take`. Returns once the requests in flight
+    are answered (cancelled too)."""
     clock = queue.clock
 
     def changed(rows: int) -> None:
@@ -284,7 +291,7 @@ async def feed_continuously(
     try:
         while worker.alive:
             await rows.wait_below(worker.aimd.size)
-            taken = await queue.take(max(1, worker.aimd.size - len(rows)), 0.0, claim)
+            taken = await queue.take(max(1, worker.aimd.size - len(rows)), 0.0, claimant)
             if not worker.alive:
                 queue.requeue(taken)
                 return

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 
 import zmq
 
@@ -147,6 +148,12 @@ class ModelEndpoint:
             return Claim.OWN
         owner = self.replicas.get(home)
         return Claim.SPARE if owner is None or owner.busy else Claim.NOT_OURS
+
+    def claimant(self, replica: Replica) -> Callable[[Query], Claim] | None:
+        """How `replica`'s worker claims queued requests now: by `claim` when other replicas share the queue; with
+        none (None) every session's home is this one, and the queue pops earliest deadline first at no cost per
+        queued request."""
+        return functools.partial(self.claim, replica) if len(self.replicas) > 1 else None
 
     def replicas_changed(self) -> None:
         """A replica joined or left: sessions find their homes again, and waiting workers look again."""
@@ -292,17 +299,17 @@ class Dispatcher:
 
     async def _work(self, endpoint: ModelEndpoint, replica: Replica) -> None:
         queue = endpoint.queue
-        claim = functools.partial(endpoint.claim, replica)
         record = functools.partial(self._record, endpoint, replica)
+        claimant = functools.partial(endpoint.claimant, replica)
         if endpoint.batching.continuous:
 
             async def predict_one(items: list[Query], deadlines: list[float]) -> list[ModelAnswer]:
                 light = len(queue) > endpoint.batching.light_at * endpoint.batching.max_queue
                 return await self._call(replica, items, deadlines, endpoint.light if light else endpoint.options, light)
 
-            return await batching.feed_continuously(queue, replica, predict_one, record, claim)
+            return await batching.feed_continuously(queue, replica, predict_one, record, claimant)
         while replica.alive:
-            batch = await queue.take(replica.aimd.size, endpoint.batching.wait_ms / 1000, claim)
+            batch = await queue.take(replica.aimd.size, endpoint.batching.wait_ms / 1000, claimant)
             replica.busy = True  # from here on `lose` leaves the worker to requeue its batch
             if not replica.alive:
                 queue.requeue(batch)
