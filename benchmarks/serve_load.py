@@ -15,7 +15,8 @@ With `--trials N` each rate replays N traces (other seeds), each against a fresh
 pool them: one 12 s trace's p99 rests on a handful of requests, and the search can flip on it.
 Configurations, on the same trace: the full system, its line models batching a batch at a time
 instead of continuously, batching off (batch size 1), prediction caches off, and a fixed batch size;
-"wait char" is the mean time a Char-LSTM request waits in the frontend's queue.
+"wait char" is the mean time a Char-LSTM request waits in the frontend's queue; each trial's "model ms" the mean
+time from a batch's sending to its answer, per model (continuous batching: one request's).
 """
 
 from __future__ import annotations
@@ -104,11 +105,13 @@ class Bench:
         summary["batch"] = mean_batch_sizes(metrics)
         waits = mean_batch_sizes(metrics, "codecomp_queue_wait_seconds")  # in the frontend's queue, s
         summary["queue_wait_ms"] = {model: 1000 * seconds for model, seconds in waits.items()}
+        latency = mean_batch_sizes(metrics, "codecomp_model_latency_seconds")  # a batch sent to its answer, s
+        summary["model_ms"] = {model: 1000 * seconds for model, seconds in latency.items()}
         summary["meets"] = meets_objective(summary, self.objective_ms)
         summary["outcomes"] = outcomes
         print(f"  {name:<15} x{factor:<6.3g} {summary['rate']:7.1f} req/s  p99 {fmt(summary['p99_ms'])} ms  "
               f"degraded+shed+errors {bad_share(summary):6.1%}  {'meets' if summary['meets'] else 'misses'}  "
-              f"({why_bad(outcomes)})", flush=True)  # fmt: skip
+              f"model ms {model_ms(summary)}  ({why_bad(outcomes)})", flush=True)  # fmt: skip
         return summary
 
     def capacity(self, overrides: Sequence[str], name: str, start: float = 1.0) -> tuple[float, dict[str, Any]]:
@@ -171,6 +174,11 @@ def why_bad(outcomes: list[Any]) -> str:
             missing = [f"{model} {status}" for model, status in o.models.items() if status != "ok"]
             reasons.update(missing or ["cut short"])
     return ", ".join(f"{reason} {n}" for reason, n in reasons.most_common()) or "none"
+
+
+def model_ms(summary: dict[str, Any]) -> str:
+    """Mean milliseconds from a batch's sending to its answer, per model (`char 27.3/tree 20.1/...`)."""
+    return "/".join(f"{model} {ms:.1f}" for model, ms in sorted(summary["model_ms"].items())) or "-"
 
 
 def bad_share(summary: dict[str, Any]) -> float:
