@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.loadgen.editors import documents_from_corpus
-from benchmarks.serve_load import CONFIGURATIONS, Bench, bad_share, fmt
+from benchmarks.loadgen.trials import Bench, bad_share, fmt
+from benchmarks.serve_load import CONFIGURATIONS
 
 COMPARED = ("full system", "batch at a time")
 

@@ -38,6 +38,7 @@ from typing import Any
 from benchmarks.loadgen.editors import TraceConfig, build_trace, documents_from_corpus, scale_trace
 from benchmarks.loadgen.launch import free_port, wait_healthy
 from benchmarks.loadgen.replay import replay, summarize
+from benchmarks.loadgen.trials import cpu_seconds
 
 
 def compose_config(overrides: list[str], store_path: str) -> Any:
@@ -189,9 +190,9 @@ def main() -> None:
                    "--rate", "250", "--gil", "-o", str(args.profile)]  # fmt: skip
             stack.callback(_stop, subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=log, text=True))
             time.sleep(1.0)  # attached
-        before, own = _cpu_seconds(front.pid), time.process_time()
+        before, own = cpu_seconds(front.pid), time.process_time()
         outcomes = asyncio.run(replay(url, trace, timeout_s=5.0))
-        spent, client = _cpu_seconds(front.pid) - before, time.process_time() - own
+        spent, client = cpu_seconds(front.pid) - before, time.process_time() - own
     summary = summarize(outcomes, args.seconds)
     rate = len(outcomes) / args.seconds
     print(f"{len(outcomes)} requests in {args.seconds:g} s ({rate:.0f}/s, {args.editors} editors x{args.factor:g}), "
@@ -204,12 +205,6 @@ def main() -> None:
         print(f"\nwhere the frontend's samples fall (raw samples in {args.profile}):\n  incl.   self  function")
         for frame, inclusive, own_share in hottest(args.profile):
             print(f"  {inclusive:5.1%} {own_share:6.1%}  {frame}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

@@ -28,7 +28,7 @@ import httpx
 
 from benchmarks.loadgen.editors import documents_from_corpus
 from benchmarks.loadgen.replay import Outcome, replay, summarize
-from benchmarks.serve_load import Bench, fmt
+from benchmarks.loadgen.trials import Bench, fmt
 
 DEFAULT_CHAR = Path("checkpoints/char_lstm_quick/best.ckpt")  # conf/serve.yaml's
 

@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmarks.loadgen.editors import documents_from_corpus
 from benchmarks.loadgen.launch import ServerProcess
 from benchmarks.loadgen.redis_process import NOT_INSTALLED, RedisProcess, installed
-from benchmarks.serve_load import Bench, cpu_seconds, fmt
+from benchmarks.loadgen.trials import Bench, cpu_seconds, fmt
 
 # Configuration: (frontends, whether each model gets two containers).
 CONFIGURATIONS = {"1 frontend": (1, False), "2 frontends": (2, False), "2 replicas": (1, True)}

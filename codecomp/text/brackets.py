@@ -15,7 +15,7 @@ from __future__ import annotations
 _CLOSER = {ord("("): ord(")"), ord("["): ord("]"), ord("{"): ord("}")}
 _CLOSERS = frozenset(_CLOSER.values())
 _QUOTES = frozenset(b"\"'`")
-_NEWLINE, _BACKSLASH, _SLASH, _STAR = ord("\n"), ord("\\"), ord("/"), ord("*")
+_NEWLINE, _BACKSLASH, _SLASH = ord("\n"), ord("\\"), ord("/")
 
 
 def open_brackets(text: bytes) -> list[int]:
